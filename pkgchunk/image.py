@@ -1,0 +1,58 @@
+"""A source image as the later stages see it: flattened tree, config, and its layers.
+
+Readers (``oci/read.py``, ``rootfs.py``) produce an :class:`Image`; it owns the
+temporary directory holding spooled layers, so use it as a context manager.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from typing import Any
+
+from .tree import FileTree
+
+
+@dataclass(frozen=True, slots=True)
+class LayerInfo:
+    """One layer of the source manifest (needed to reuse unchanged blobs)."""
+
+    digest: str
+    media_type: str
+    size: int
+    diff_id: str
+    annotations: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class Image:
+    """A flattened image. ``config`` is the OCI image config JSON (a minimal one for rootfs).
+
+    ``blob_path`` maps a blob digest of the source to a readable file on disk, so
+    the writer can copy an unchanged compressed layer byte for byte.
+    """
+
+    ref: str
+    tree: FileTree
+    config: dict[str, Any]
+    manifest: dict[str, Any] | None = None
+    layers: list[LayerInfo] = field(default_factory=list)
+    blob_path: dict[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+
+    def close(self) -> None:
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def __enter__(self) -> Image:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def labels(self) -> dict[str, str]:
+        cfg = self.config.get("config") or {}
+        labels = cfg.get("Labels") or {}
+        return dict(labels)

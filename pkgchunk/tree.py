@@ -1,0 +1,217 @@
+"""The flattened filesystem of an image: the one structure every stage reads.
+
+Paths are relative, '/'-separated, normalised (no '.', '..', empty or leading '/'
+components) and the root itself is not an entry. Names that are not valid UTF-8
+are kept byte for byte as str with surrogateescape (``os.fsdecode`` style), so
+``path.encode("utf-8", "surrogateescape")`` gives the original bytes back.
+
+Content is never held in memory: a regular file's ``data`` says which file on
+disk (a spooled uncompressed layer, or the real file of a ``rootfs:`` input)
+holds its bytes and at which offset.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import BinaryIO, Literal
+
+from .errors import InputError
+
+Kind = Literal["reg", "dir", "sym", "chr", "blk", "fifo"]
+KINDS: tuple[Kind, ...] = ("reg", "dir", "sym", "chr", "blk", "fifo")
+
+ENC = "utf-8"
+ERRORS = "surrogateescape"
+
+#: Symlink hops allowed while resolving a path inside the tree (Linux uses 40).
+MAX_SYMLINK_HOPS = 40
+
+
+def encode_path(path: str) -> bytes:
+    """The original bytes of a tree path."""
+    return path.encode(ENC, ERRORS)
+
+
+def decode_path(raw: bytes) -> str:
+    return raw.decode(ENC, ERRORS)
+
+
+@dataclass(frozen=True, slots=True)
+class DataRef:
+    """Where a regular file's bytes live: ``size`` bytes at ``offset`` of the file ``source``."""
+
+    source: str
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One path of the flattened filesystem with the metadata OCI layers carry.
+
+    ``link`` is a hardlink group id: regular files with the same non-zero ``link``
+    are one inode (they share ``data``). ``mode`` holds permission bits only
+    (``0o7777``); the type is ``kind``. ``mtime`` is whole seconds.
+    """
+
+    path: str
+    kind: Kind
+    mode: int
+    uid: int = 0
+    gid: int = 0
+    mtime: int = 0
+    size: int = 0
+    target: str = ""
+    devmajor: int = 0
+    devminor: int = 0
+    xattrs: tuple[tuple[str, bytes], ...] = ()
+    data: DataRef | None = None
+    link: int = 0
+
+
+def normalize(path: str) -> str | None:
+    """Normalise a member name to a tree path; None when it escapes the root.
+
+    Absolute names are taken relative to the root ('/etc' -> 'etc'); '..' that
+    would climb above the root makes the name hostile.
+    """
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+            continue
+        parts.append(part)
+    return "/".join(parts)
+
+
+def parent(path: str) -> str:
+    """Parent path ('' for a top-level entry)."""
+    return path.rpartition("/")[0]
+
+
+def ancestors(path: str) -> Iterator[str]:
+    """Proper ancestors of ``path``, outermost first, excluding the root ''."""
+    parts = path.split("/")
+    for i in range(1, len(parts)):
+        yield "/".join(parts[:i])
+
+
+@dataclass
+class FileTree:
+    """Path -> Entry of a flattened image; content is read through :meth:`open`.
+
+    ``label`` names where the tree came from (for error messages).
+    """
+
+    entries: dict[str, Entry] = field(default_factory=dict)
+    label: str = ""
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.entries
+
+    def get(self, path: str) -> Entry | None:
+        return self.entries.get(path)
+
+    def paths(self) -> list[str]:
+        """All paths in the canonical (byte-wise) order every writer uses."""
+        return sorted(self.entries, key=encode_path)
+
+    def children(self) -> Mapping[str, list[str]]:
+        """Directory -> direct child paths (built on demand; '' is the root)."""
+        out: dict[str, list[str]] = {}
+        for p in self.entries:
+            out.setdefault(parent(p), []).append(p)
+        return out
+
+    def open(self, path: str) -> BinaryIO:
+        """A stream of a regular file's bytes (caller closes)."""
+        entry = self.entries.get(path)
+        if entry is None or entry.kind != "reg" or entry.data is None:
+            raise InputError(f"{self.label or 'image'}: {path}: not a regular file")
+        return open_data(entry)
+
+    def resolve(self, path: str, *, follow_last: bool = True) -> str | None:
+        """Resolve ``path`` through the tree's own symlinks, never the host's.
+
+        Returns the tree path it names, or None when it does not exist, loops, or
+        a link points above the root (clamped to the root like chroot would do).
+        """
+        norm = normalize(path)
+        if norm is None:
+            return None
+        todo = [p for p in norm.split("/") if p]
+        done: list[str] = []
+        hops = 0
+        while todo:
+            name = todo.pop(0)
+            if name == "..":
+                if done:
+                    done.pop()
+                continue
+            if name == ".":
+                continue
+            cur = "/".join([*done, name])
+            entry = self.entries.get(cur)
+            if entry is None:
+                return None
+            if entry.kind == "sym" and (todo or follow_last):
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    return None
+                target = entry.target
+                if target.startswith("/"):
+                    done = []
+                todo = [p for p in target.split("/") if p] + todo
+                continue
+            done.append(name)
+        return "/".join(done)
+
+
+class _Window:
+    """A read-only view of ``size`` bytes at ``offset`` of an open file."""
+
+    def __init__(self, f: BinaryIO, offset: int, size: int) -> None:
+        self._f = f
+        self._start = offset
+        self._left = size
+        f.seek(offset)
+
+    def read(self, n: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        if n < 0 or n > self._left:
+            n = self._left
+        chunk = self._f.read(n)
+        self._left -= len(chunk)
+        return chunk
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> _Window:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_data(entry: Entry) -> BinaryIO:
+    """Open the bytes of a regular file entry (a window into its source file)."""
+    assert entry.data is not None
+    f = open(entry.data.source, "rb")  # noqa: SIM115 - handed to the caller
+    return _Window(f, entry.data.offset, entry.size)  # type: ignore[return-value]
+
+
+def join(base: str, name: str) -> str:
+    return posixpath.join(base, name) if base else name
