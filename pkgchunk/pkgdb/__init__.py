@@ -1,0 +1,1 @@
+"""Package database readers (RPM sqlite/BDB/ndb, dpkg) behind one Protocol."""
