@@ -1,0 +1,90 @@
+"""The mtime policy: why two rebuilds of the same package set give identical layers.
+
+dpkg and rpm unpack payload files with the mtimes recorded in the package (stable across
+rebuilds), but what they write themselves (``info/PKG.list``, directories they create,
+maintainer-script output) gets the build's wall-clock time. Kept as is, those mtimes change
+the digest of every layer that holds such a file on every rebuild.
+
+Policy ``clamp`` (the default): every path owned by a package gets
+``min(mtime, stable time of its owners)``, the stable time of a package being the newest mtime
+among its own payload files (or its RPM build time when it has none); unowned paths get
+``min(mtime, SOURCE_DATE_EPOCH)`` when an epoch is given. Mtimes only ever move backwards and no
+time is invented. Policy ``keep`` leaves every mtime as it is.
+
+The function is deterministic in (tree, ownership, epoch), so ``verify`` can apply it to the
+input and compare exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from .pkgdb.model import Ownership
+from .tree import FileTree
+
+Policy = Literal["clamp", "keep"]
+POLICIES: tuple[Policy, ...] = ("clamp", "keep")
+
+#: Files the package manager writes for a package at install time: not payload.
+_DB_PREFIXES = ("var/lib/dpkg/", "usr/lib/sysimage/rpm/", "var/lib/rpm/")
+
+
+def stable_times(tree: FileTree, ownership: Ownership) -> dict[str, int]:
+    """Package key -> its stable time: newest mtime of its payload files in this image."""
+    newest: dict[str, int] = {}
+    for path, owners in ownership.owners.items():
+        entry = tree.entries.get(path)
+        if entry is None or entry.kind == "dir" or path.startswith(_DB_PREFIXES):
+            continue
+        for key in owners:
+            if entry.mtime > newest.get(key, -1):
+                newest[key] = entry.mtime
+    for key, pkg in ownership.packages.items():
+        if key not in newest and pkg.buildtime is not None:
+            newest[key] = pkg.buildtime
+    return newest
+
+
+def apply(
+    tree: FileTree,
+    ownership: Ownership,
+    *,
+    policy: Policy = "clamp",
+    source_date_epoch: int | None = None,
+) -> FileTree:
+    """A tree whose mtimes follow ``policy`` (the input tree is not changed)."""
+    if policy == "keep":
+        if source_date_epoch is None:
+            return tree
+        return _clamp_all(tree, source_date_epoch)
+    stable = stable_times(tree, ownership)
+    limits: dict[str, int] = {}
+    for path in tree.entries:
+        owners = ownership.owners.get(path)
+        times = [stable[k] for k in owners if k in stable] if owners else []
+        limit = max(times) if times else source_date_epoch
+        if limit is not None and source_date_epoch is not None:
+            limit = min(limit, source_date_epoch)
+        if limit is not None:
+            limits[path] = limit
+    # Hardlinked paths are one inode with one mtime: the strictest limit of the group wins.
+    group_limit: dict[int, int] = {}
+    for path, entry in tree.entries.items():
+        if entry.link and path in limits:
+            cur = group_limit.get(entry.link)
+            group_limit[entry.link] = limits[path] if cur is None else min(cur, limits[path])
+    entries = dict(tree.entries)
+    for path, entry in tree.entries.items():
+        limit = group_limit.get(entry.link) if entry.link else limits.get(path)
+        if limit is not None and entry.mtime > limit:
+            entries[path] = dataclasses.replace(entry, mtime=limit)
+    return FileTree(entries=entries, label=tree.label)
+
+
+def _clamp_all(tree: FileTree, epoch: int) -> FileTree:
+    entries = {
+        p: (dataclasses.replace(e, mtime=epoch) if e.mtime > epoch else e)
+        for p, e in tree.entries.items()
+    }
+    return FileTree(entries=entries, label=tree.label)
