@@ -36,3 +36,8 @@ class OutputError(PkgchunkError):
 
 class ToolMissingError(PkgchunkError):
     """An external tool (skopeo, ...) is needed but not installed."""
+
+
+class PkgdbWarning(UserWarning):
+    """Something odd but survivable in a package database (one bad stanza, an unreadable
+    changelog). Readers ``warnings.warn`` it; ``ownership.collect`` gathers the messages."""
