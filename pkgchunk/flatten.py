@@ -1,10 +1,80 @@
-"""Apply an image's layers, in order, into one FileTree (whiteouts, hardlinks, xattrs)."""
+"""Apply an image's layers, in order, into one FileTree (whiteouts, hardlinks, xattrs).
+
+Each layer is an uncompressed tar on disk; members are read one at a time and
+only their metadata and data offset are kept, so memory grows with the number
+of files, never with their size.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import math
+import os
+import tarfile
+import urllib.parse
+from collections.abc import Iterable
+from typing import Any
 
-from .tree import Entry, encode_path
+from .errors import InputError
+from .tree import DataRef, Entry, FileTree, Kind, ancestors, encode_path, join, normalize, parent
+
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+#: Largest pax / GNU long-name header accepted (tarfile would read any size into memory).
+MAX_EXT_HEADER = 16 << 20
+
+_KINDS: dict[bytes, Kind] = {
+    tarfile.REGTYPE: "reg",
+    tarfile.AREGTYPE: "reg",
+    tarfile.CONTTYPE: "reg",
+    tarfile.DIRTYPE: "dir",
+    tarfile.SYMTYPE: "sym",
+    tarfile.CHRTYPE: "chr",
+    tarfile.BLKTYPE: "blk",
+    tarfile.FIFOTYPE: "fifo",
+}
+_EXT_TYPES = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
+
+
+class _HugeHeader(Exception):
+    pass
+
+
+class _GuardedTarInfo(tarfile.TarInfo):
+    """Refuses extension headers so large that tarfile would read them whole into memory."""
+
+    def _proc_member(self, tarfile: tarfile.TarFile) -> Any:
+        if self.type in _EXT_TYPES and self.size > MAX_EXT_HEADER:
+            raise _HugeHeader(f"{self.size}-byte extended header at offset {self.offset}")
+        return super()._proc_member(tarfile)  # type: ignore[misc]
+
+
+def open_tar(path: str) -> tarfile.TarFile:
+    """Open an uncompressed tar for streaming reads with names kept byte-exact."""
+    return tarfile.open(
+        path,
+        mode="r:",
+        encoding="utf-8",
+        errors="surrogateescape",
+        tarinfo=_GuardedTarInfo,
+    )
+
+
+def flatten(layers: Iterable[tuple[str, str]], *, label: str = "") -> FileTree:
+    """Flatten ``(layer label, uncompressed tar path)`` pairs, lowest layer first."""
+    state = _Flattener()
+    for layer_label, tar_path in layers:
+        state.apply(layer_label, tar_path)
+    canonical_links(state.entries)
+    return FileTree(state.entries, label=label)
 
 
 def canonical_links(entries: dict[str, Entry]) -> None:
@@ -26,3 +96,194 @@ def canonical_links(entries: dict[str, Entry]) -> None:
         for path in paths:
             if entries[path].link != new:
                 entries[path] = dataclasses.replace(entries[path], link=new)
+
+
+class _Flattener:
+    def __init__(self) -> None:
+        self.entries: dict[str, Entry] = {}
+        self.children: dict[str, set[str]] = {}
+        self.next_link = 1
+        #: Paths the current layer created: whiteouts in it only hide lower layers.
+        self.added: set[str] = set()
+
+    def apply(self, label: str, tar_path: str) -> None:
+        self.added = set()
+        try:
+            size = os.path.getsize(tar_path)
+            if size == 0:
+                return
+            with open_tar(tar_path) as tf:
+                while True:
+                    info = tf.next()
+                    tf.members.clear()  # type: ignore[attr-defined]
+                    if info is None:
+                        break
+                    self._member(label, info, tar_path, size)
+                _check_end(label, tar_path, tf.offset)
+        except _HugeHeader as err:
+            raise InputError(f"{label}: {err}") from None
+        except (tarfile.TarError, ValueError, UnicodeError, OverflowError, EOFError) as err:
+            raise InputError(f"{label}: corrupt tar: {err}") from None
+        except OSError as err:
+            raise InputError(f"{label}: {tar_path}: {err.strerror or err}") from None
+
+    def _member(self, label: str, info: tarfile.TarInfo, tar_path: str, size: int) -> None:
+        name = info.name
+        path = normalize(name)
+        if path is None:
+            raise InputError(f"{label}: member {name!r} escapes the image root")
+        base = path.rpartition("/")[2]
+        if base.startswith(WHITEOUT):
+            self._whiteout(label, name, path, base)
+            return
+        if info.type == tarfile.LNKTYPE:
+            self._hardlink(label, info, path)
+            return
+        kind = _KINDS.get(info.type)
+        if kind is None:
+            what = "sparse" if info.type == tarfile.GNUTYPE_SPARSE else repr(info.type)
+            raise InputError(f"{label}: member {name!r} has unsupported type {what}")
+        if not path:
+            if kind == "dir":
+                return  # the root: not an entry
+            raise InputError(f"{label}: member {name!r} names the root but is not a directory")
+        data = None
+        if kind == "reg":
+            if info.offset_data + info.size > size:
+                raise InputError(
+                    f"{label}: member {name!r} is truncated ({info.size} bytes declared)"
+                )
+            data = DataRef(tar_path, info.offset_data)
+        entry = Entry(
+            path=path,
+            kind=kind,
+            mode=info.mode & 0o7777,
+            uid=info.uid,
+            gid=info.gid,
+            mtime=math.floor(info.mtime),
+            size=info.size if kind == "reg" else 0,
+            target=info.linkname if kind == "sym" else "",
+            devmajor=info.devmajor if kind in ("chr", "blk") else 0,
+            devminor=info.devminor if kind in ("chr", "blk") else 0,
+            xattrs=_xattrs(label, info),
+            data=data,
+        )
+        self._add(entry)
+
+    def _whiteout(self, label: str, name: str, path: str, base: str) -> None:
+        directory = parent(path)
+        if base == OPAQUE:
+            if directory and (self.entries.get(directory) or _NODIR).kind != "dir":
+                return
+            for child in list(self.children.get(directory, ())):
+                self._remove(child, keep=self.added)
+            return
+        if base.startswith(WHITEOUT + WHITEOUT):
+            return  # aufs bookkeeping (.wh..wh.plnk etc.), not a whiteout
+        hidden = base[len(WHITEOUT) :]
+        if hidden in ("", ".", ".."):
+            raise InputError(f"{label}: member {name!r} is not a valid whiteout")
+        target = join(directory, hidden)
+        if target in self.entries:
+            self._remove(target, keep=self.added)
+
+    def _hardlink(self, label: str, info: tarfile.TarInfo, path: str) -> None:
+        target_path = normalize(info.linkname)
+        if target_path is None:
+            raise InputError(
+                f"{label}: member {info.name!r} links to {info.linkname!r} outside the image root"
+            )
+        target = self.entries.get(target_path)
+        if target is None:
+            raise InputError(
+                f"{label}: member {info.name!r} is a hardlink to missing path {info.linkname!r}"
+            )
+        if target.kind == "dir":
+            raise InputError(
+                f"{label}: member {info.name!r} is a hardlink to directory {info.linkname!r}"
+            )
+        if not path:
+            raise InputError(f"{label}: member {info.name!r} names the root but is a hardlink")
+        if target_path == path:
+            self.added.add(path)
+            return
+        link = target.link
+        if not link:
+            link = self.next_link
+            self.next_link += 1
+            self.entries[target_path] = dataclasses.replace(target, link=link)
+        self._add(dataclasses.replace(target, path=path, link=link))
+
+    def _add(self, entry: Entry) -> None:
+        path = entry.path
+        for anc in ancestors(path):
+            existing = self.entries.get(anc)
+            if existing is not None and existing.kind == "dir":
+                continue
+            if existing is not None:
+                self._remove(anc)
+            self._put(Entry(path=anc, kind="dir", mode=0o755))
+        existing = self.entries.get(path)
+        if existing is not None and not (existing.kind == "dir" and entry.kind == "dir"):
+            self._remove(path)
+        self._put(entry)
+
+    def _put(self, entry: Entry) -> None:
+        self.entries[entry.path] = entry
+        self.children.setdefault(parent(entry.path), set()).add(entry.path)
+        self.added.add(entry.path)
+
+    def _remove(self, path: str, keep: set[str] | None = None) -> None:
+        """Drop ``path`` and its subtree, except paths in ``keep`` and their ancestors."""
+        order: list[str] = []
+        stack = [path]
+        while stack:
+            cur = stack.pop()
+            order.append(cur)
+            stack.extend(self.children.get(cur, ()))
+        kept: set[str] = set()
+        for cur in reversed(order):  # children before their parents
+            if keep is not None and (cur in keep or self.children.get(cur, set()) & kept):
+                kept.add(cur)
+                continue
+            self._drop(cur)
+
+    def _drop(self, path: str) -> None:
+        del self.entries[path]
+        self.children.pop(path, None)
+        siblings = self.children.get(parent(path))
+        if siblings is not None:
+            siblings.discard(path)
+
+
+_NODIR = Entry(path="", kind="reg", mode=0)
+
+
+def _xattrs(label: str, info: tarfile.TarInfo) -> tuple[tuple[str, bytes], ...]:
+    """Extended attributes from PAX records (GNU/star ``SCHILY.xattr.``; bsdtar's too)."""
+    out: dict[str, bytes] = {}
+    libarchive: dict[str, bytes] = {}
+    for key, value in info.pax_headers.items():
+        if key.startswith("SCHILY.xattr."):
+            out[key[len("SCHILY.xattr.") :]] = value.encode("utf-8", "surrogateescape")
+        elif key.startswith("LIBARCHIVE.xattr."):
+            name = urllib.parse.unquote(key[len("LIBARCHIVE.xattr.") :], errors="surrogateescape")
+            try:
+                padded = value + "=" * (-len(value) % 4)
+                libarchive[name] = base64.b64decode(padded.encode("ascii"), validate=True)
+            except (binascii.Error, UnicodeError):
+                raise InputError(
+                    f"{label}: member {info.name!r} has a malformed xattr record {key!r}"
+                ) from None
+    for name, raw in libarchive.items():
+        out.setdefault(name, raw)
+    return tuple(sorted(out.items(), key=lambda kv: encode_path(kv[0])))
+
+
+def _check_end(label: str, tar_path: str, offset: int) -> None:
+    """tarfile stops silently at a bad header after the first; only zeros may follow."""
+    with open(tar_path, "rb") as f:
+        f.seek(offset)
+        block = f.read(tarfile.BLOCKSIZE)
+    if block.strip(b"\0"):
+        raise InputError(f"{label}: corrupt tar header at offset {offset}")
