@@ -1,0 +1,142 @@
+"""Every path of an image mapped to the packages that own it, for all database formats.
+
+Databases record paths as the package shipped them ('/bin/ls'), but the image may have
+moved them: on a merged-/usr system ``bin`` is a symlink to ``usr/bin`` and the file is
+``usr/bin/ls``. So each recorded path is mapped to the tree by resolving its *parent*
+through the image's own symlinks and keeping its last component as is (a package that
+ships a symlink owns the symlink, not what it points to). Only paths present in the tree
+get owners. The database files themselves form their own category (``pkgdb_paths``):
+they change on every update, whoever lists them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+from .errors import PkgdbError, PkgdbWarning
+from .pkgdb import registry
+from .pkgdb.model import Ownership, Package, PackageDb, PackageDbReader
+from .tree import FileTree, normalize
+
+
+class PathMapper:
+    """Maps database paths to tree paths, caching the resolution of each parent directory."""
+
+    def __init__(self, tree: FileTree) -> None:
+        self.tree = tree
+        self._dirs: dict[str, str | None] = {"": ""}
+
+    def __call__(self, recorded: str) -> str | None:
+        """The tree path of a recorded path, or None when it is not in the image."""
+        rel = recorded.lstrip("/")
+        if "//" in rel or "/." in rel or rel.startswith(".") or rel.endswith("/"):
+            norm = normalize(rel)
+            if not norm:
+                return None
+            rel = norm
+        if not rel:
+            return None
+        head, _, name = rel.rpartition("/")
+        real_dir = self._dirs.get(head, "\0")
+        if real_dir == "\0":
+            real_dir = self._resolve_dir(head)
+            self._dirs[head] = real_dir
+        if real_dir is None:
+            return None
+        path = f"{real_dir}/{name}" if real_dir else name
+        return path if path in self.tree.entries else None
+
+    def _resolve_dir(self, head: str) -> str | None:
+        real = self.tree.resolve(head)
+        if real is None:
+            return None
+        entry = self.tree.entries.get(real)
+        return real if real == "" or (entry is not None and entry.kind == "dir") else None
+
+
+def collect(
+    tree: FileTree,
+    *,
+    ignore_errors: bool = False,
+    readers: Sequence[PackageDbReader] | None = None,
+) -> Ownership:
+    """Read every package database the image has and map all its paths to owners.
+
+    With ``ignore_errors`` a corrupt database is skipped with a warning (its files then
+    count as unowned; the corrupt file itself stays in ``pkgdb_paths``); otherwise its
+    PkgdbError propagates. ``readers`` defaults to every registered format.
+    """
+    found = list(registry.readers() if readers is None else readers)
+    dbs: list[PackageDb] = []
+    notes: list[str] = []
+    pkgdb: set[str] = set()
+    for reader in found:
+        for path in _detect(reader, tree, notes):
+            try:
+                dbs.append(_read(reader, tree, path, notes))
+            except PkgdbError as err:
+                if not ignore_errors:
+                    raise
+                notes.append(f"{err}; {reader.format} database ignored, its files count as unowned")
+                pkgdb.add(path)
+    packages: dict[str, Package] = {}
+    owners: dict[str, set[str]] = {}
+    mapper = PathMapper(tree)
+    for db in dbs:
+        pkgdb.update(p for p in db.paths if p in tree.entries)
+        for pkg in db.packages:
+            if pkg.key in packages:
+                notes.append(
+                    f"{db.path}: {pkg.key} is also in another database; second one ignored"
+                )
+                continue
+            packages[pkg.key] = pkg
+            for f in pkg.files:
+                where = mapper(f.path)
+                if where is not None:
+                    owners.setdefault(where, set()).add(pkg.key)
+    return Ownership(
+        dbs=tuple(dbs),
+        packages=packages,
+        owners={p: tuple(sorted(keys)) for p, keys in owners.items() if p not in pkgdb},
+        pkgdb_paths=frozenset(pkgdb),
+        warnings=tuple(notes),
+    )
+
+
+def _detect(reader: PackageDbReader, tree: FileTree, notes: list[str]) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PkgdbWarning)
+        paths = reader.detect(tree)
+    _keep(caught, notes)
+    return paths
+
+
+def _read(reader: PackageDbReader, tree: FileTree, path: str, notes: list[str]) -> PackageDb:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PkgdbWarning)
+        try:
+            return reader.read(tree, path)
+        finally:
+            _keep(caught, notes)
+
+
+def _keep(caught: list[warnings.WarningMessage], notes: list[str]) -> None:
+    """PkgdbWarnings become notes; any other warning is passed on unchanged."""
+    for w in caught:
+        if issubclass(w.category, PkgdbWarning):
+            notes.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def owned_paths(ownership: Ownership) -> dict[str, list[str]]:
+    """Package key -> the tree paths it owns (sorted), every package present."""
+    out: dict[str, list[str]] = {key: [] for key in ownership.packages}
+    for path, keys in ownership.owners.items():
+        for key in keys:
+            out[key].append(path)
+    for paths in out.values():
+        paths.sort()
+    return out
