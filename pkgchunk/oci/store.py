@@ -1,0 +1,318 @@
+"""Writing an OCI image layout so that a failed write changes nothing anyone can see.
+
+Blobs go to a temporary name inside ``blobs/sha256`` and are renamed to their
+digest once complete (content-addressed, so an existing blob of the same name is
+already the same bytes). ``index.json`` is the only file that makes an image
+visible; it is rewritten last, via a temp file and ``os.replace``, under an
+``flock`` on ``index.json.lock`` so concurrent writers to one layout do not lose
+each other's tags. :class:`BlobStore` remembers what it created so a failed
+write can take it back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from ..compress import copy_hashing
+from ..errors import OutputError
+
+LAYOUT_FILE = "oci-layout"
+LAYOUT_VERSION = "1.0.0"
+INDEX_FILE = "index.json"
+LOCK_FILE = "index.json.lock"
+INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
+REF_NAME = "org.opencontainers.image.ref.name"
+TMP_PREFIX = ".tmp-"
+#: mkstemp makes 0600 files; layouts are meant to be readable like skopeo's.
+FILE_MODE = 0o644
+
+_BUFSIZE = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    """An OCI content descriptor."""
+
+    media_type: str
+    digest: str
+    size: int
+    annotations: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "mediaType": self.media_type,
+            "digest": self.digest,
+            "size": self.size,
+        }
+        if self.annotations:
+            out["annotations"] = dict(self.annotations)
+        return out
+
+
+def canonical_json(doc: Any) -> bytes:
+    """Compact JSON with sorted keys: the same document always gives the same digest."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def os_error(label: str, err: OSError) -> OutputError:
+    """The one-line OutputError for a failed filesystem call."""
+    where = err.filename if isinstance(err.filename, str) else label
+    return OutputError(f"{label}: cannot write {where}: {err.strerror or err}")
+
+
+class BlobStore:
+    """``blobs/sha256`` of a layout being written; thread-safe.
+
+    Until :meth:`keep` is called, :meth:`rollback` removes every temp file and
+    every blob this store added (blobs that were already there stay).
+    """
+
+    def __init__(self, layout: str, label: str) -> None:
+        self.layout = layout
+        self.label = label
+        self.dir = os.path.join(layout, "blobs", "sha256")
+        self._lock = threading.Lock()
+        self._temps: set[str] = set()
+        self._created: list[str] = []
+        try:
+            os.makedirs(self.dir, exist_ok=True)
+        except OSError as err:
+            raise os_error(label, err) from err
+
+    def path(self, digest: str) -> str:
+        algo, _, hexdigest = digest.partition(":")
+        if algo != "sha256" or len(hexdigest) != 64:
+            raise OutputError(f"{self.label}: unsupported digest {digest}")
+        return os.path.join(self.dir, hexdigest)
+
+    def temp(self) -> tuple[str, BinaryIO]:
+        """A new temp file in the blob directory, open for writing (registered for cleanup)."""
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=self.dir)
+        except OSError as err:
+            raise os_error(self.label, err) from err
+        with self._lock:
+            self._temps.add(tmp)
+        os.fchmod(fd, FILE_MODE)
+        return tmp, os.fdopen(fd, "wb", buffering=_BUFSIZE)
+
+    def commit(self, tmp: str, digest: str) -> str:
+        """Rename a complete temp file to its digest; returns the blob path."""
+        final = self.path(digest)
+        with self._lock:
+            try:
+                if os.path.exists(final):
+                    os.unlink(tmp)
+                else:
+                    os.replace(tmp, final)
+                    self._created.append(final)
+            except OSError as err:
+                raise os_error(self.label, err) from err
+            self._temps.discard(tmp)
+        return final
+
+    def discard(self, tmp: str) -> None:
+        with self._lock:
+            self._temps.discard(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+    def put_bytes(self, data: bytes, media_type: str) -> Descriptor:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        tmp, f = self.temp()
+        try:
+            with f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as err:
+            self.discard(tmp)
+            raise os_error(self.label, err) from err
+        self.commit(tmp, digest)
+        return Descriptor(media_type, digest, len(data))
+
+    def copy_in(self, src: str, digest: str, size: int) -> bool:
+        """Copy an existing blob byte for byte; False (nothing kept) when it does not
+        have the digest and size it claims."""
+        tmp, f = self.temp()
+        try:
+            with f, open(src, "rb") as s:
+                got, got_size = copy_hashing(s, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            self.discard(tmp)
+            return False
+        if got != digest or got_size != size:
+            self.discard(tmp)
+            return False
+        self.commit(tmp, digest)
+        return True
+
+    def rollback(self) -> None:
+        with self._lock:
+            doomed = [*self._temps, *self._created]
+            self._temps.clear()
+            self._created.clear()
+        for path in doomed:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    def keep(self) -> None:
+        with self._lock:
+            self._created.clear()
+
+
+def init_layout(layout: str, label: str) -> str | None:
+    """Make ``layout`` an OCI layout (created if missing).
+
+    Returns the outermost directory this call created (to remove on failure), or None.
+    """
+    created: str | None = None
+    if not os.path.lexists(layout):
+        top = os.path.abspath(layout)
+        while not os.path.lexists(os.path.dirname(top)) and os.path.dirname(top) != top:
+            top = os.path.dirname(top)
+        try:
+            os.makedirs(layout)
+        except OSError as err:
+            raise os_error(label, err) from err
+        created = top
+    elif not os.path.isdir(layout):
+        raise OutputError(f"{label}: {layout} exists and is not a directory")
+    marker = os.path.join(layout, LAYOUT_FILE)
+    if not os.path.exists(marker):
+        try:
+            if os.listdir(layout):
+                raise OutputError(
+                    f"{label}: {layout} is not empty and has no {LAYOUT_FILE} file "
+                    "(not an OCI layout)"
+                )
+            write_atomic(marker, canonical_json({"imageLayoutVersion": LAYOUT_VERSION}))
+        except OSError as err:
+            raise os_error(label, err) from err
+    return created
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``path`` via a temp file in the same directory and ``os.replace``."""
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=directory)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def locked_index(layout: str, label: str) -> Iterator[None]:
+    """Hold the layout's index lock (exclusive ``flock`` on ``index.json.lock``)."""
+    try:
+        fd = os.open(os.path.join(layout, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise os_error(label, err) from err
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def read_index(layout: str, label: str) -> dict[str, Any]:
+    """The layout's index.json (an empty index when there is none yet)."""
+    path = os.path.join(layout, INDEX_FILE)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(64 << 20)
+    except FileNotFoundError:
+        return {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []}
+    except OSError as err:
+        raise OutputError(f"{label}: cannot read {path}: {err.strerror}") from err
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise OutputError(f"{label}: {path}: not valid JSON ({err})") from err
+    if not isinstance(doc, dict) or not isinstance(doc.get("manifests", []), list):
+        raise OutputError(f"{label}: {path}: not an OCI image index")
+    doc.setdefault("manifests", [])
+    return doc
+
+
+def set_tag(index: dict[str, Any], manifest: Descriptor, tag: str | None) -> dict[str, Any]:
+    """``index`` with ``manifest`` under ``tag`` (replacing what had that tag, in place).
+
+    Without a tag the manifest is added untagged, once.
+    """
+    new = manifest.to_json()
+    if tag is not None:
+        annotations = dict(manifest.annotations)
+        annotations[REF_NAME] = tag
+        new["annotations"] = annotations
+    out: list[Any] = []
+    placed = False
+    for desc in index["manifests"]:
+        ann = desc.get("annotations") if isinstance(desc, dict) else None
+        name = ann.get(REF_NAME) if isinstance(ann, dict) else None
+        if tag is not None:
+            same = name == tag
+        else:
+            same = name is None and isinstance(desc, dict) and desc.get("digest") == manifest.digest
+        if same:
+            if not placed:
+                out.append(new)
+                placed = True
+            continue
+        out.append(desc)
+    if not placed:
+        out.append(new)
+    return {**index, "manifests": out}
+
+
+def add_to_index(layout: str, manifest: Descriptor, tag: str | None, label: str) -> None:
+    """Read-modify-write index.json under the lock; the last step of writing an image."""
+    with locked_index(layout, label):
+        index = set_tag(read_index(layout, label), manifest, tag)
+        index.setdefault("schemaVersion", 2)
+        index.setdefault("mediaType", INDEX_MEDIA_TYPE)
+        try:
+            write_atomic(os.path.join(layout, INDEX_FILE), _pretty_json(index))
+        except OSError as err:
+            raise os_error(label, err) from err
+
+
+def _pretty_json(doc: Any) -> bytes:
+    return (json.dumps(doc, indent=2) + "\n").encode()

@@ -1,0 +1,419 @@
+"""Write a FileTree as an image: reproducible layers, the input's config, and an atomic commit.
+
+Layers are compressed in parallel (zlib and zstandard release the GIL), each one
+streamed from the tree through the tar writer, a sha256 of the tar (its diff_id),
+the compressor and a sha256 of the blob straight into a temp file: no layer is
+ever held in memory. ``oci:`` destinations get blobs first and index.json last;
+archives are staged next to the target and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import copy
+import io
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+from ..compress import (
+    LAYER_MEDIA_TYPES,
+    Compression,
+    HashingSink,
+    Writable,
+    check_level,
+    compressor,
+)
+from ..errors import OutputError
+from ..layers import LayerSpec
+from ..refs import ImageRef, parse_ref
+from ..tarwrite import check_specs, write_layer
+from ..tree import FileTree
+from .store import (
+    CONFIG_MEDIA_TYPE,
+    FILE_MODE,
+    INDEX_MEDIA_TYPE,
+    LAYOUT_FILE,
+    LAYOUT_VERSION,
+    MANIFEST_MEDIA_TYPE,
+    BlobStore,
+    Descriptor,
+    add_to_index,
+    canonical_json,
+    init_layout,
+    set_tag,
+)
+
+#: The layer descriptor annotation naming the LayerSpec a layer was written from.
+LAYER_ANNOTATION = "org.pkgchunk.layer"
+WRITABLE_TRANSPORTS = ("oci", "oci-archive", "docker-archive")
+
+
+@dataclass(frozen=True, slots=True)
+class ReusableBlob:
+    """An existing compressed layer blob whose uncompressed tar has a known diff_id."""
+
+    path: str
+    digest: str
+    size: int
+    media_type: str
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """How to write. ``reuse`` maps diff_id -> blob to copy byte for byte instead of
+    compressing again (so digests cannot drift with a compressor version);
+    ``labels`` are added to the config's Labels."""
+
+    compression: Compression = "gzip"
+    level: int | None = None
+    source_date_epoch: int | None = None
+    jobs: int | None = None
+    reuse: Mapping[str, ReusableBlob] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenLayer:
+    name: str
+    comment: str
+    files: int
+    members: int
+    media_type: str
+    digest: str
+    size: int
+    diff_id: str
+    tar_size: int
+    reused: bool = False
+    annotations: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    ref: str
+    manifest_digest: str
+    config_digest: str
+    layers: tuple[WrittenLayer, ...]
+
+
+def write_image(
+    tree: FileTree,
+    config: Mapping[str, Any],
+    specs: Sequence[LayerSpec],
+    dest: str | ImageRef,
+    options: WriteOptions | None = None,
+) -> WriteResult:
+    """Write ``tree`` as layers ``specs`` with ``config`` to ``dest``; all or nothing."""
+    opts = options or WriteOptions()
+    ref = parse_ref(dest, output=True) if isinstance(dest, str) else dest
+    label = str(ref)
+    if ref.transport not in WRITABLE_TRANSPORTS:
+        raise OutputError(
+            f"{label}: cannot write {ref.transport}: images; write oci:DIR:TAG and "
+            f"skopeo copy it from there"
+        )
+    try:
+        check_level(opts.compression, opts.level)
+    except ValueError as err:
+        raise OutputError(f"{label}: {err}") from None
+    check_specs(tree, specs, label)
+    if ref.transport == "oci":
+        return _write_oci(tree, config, specs, ref, opts)
+    return _write_archive(tree, config, specs, ref, opts)
+
+
+def _write_oci(
+    tree: FileTree,
+    config: Mapping[str, Any],
+    specs: Sequence[LayerSpec],
+    ref: ImageRef,
+    opts: WriteOptions,
+) -> WriteResult:
+    label = str(ref)
+    created = init_layout(ref.path, label)
+    store: BlobStore | None = None
+    try:
+        store = BlobStore(ref.path, label)
+        layers = write_layers(store, tree, specs, opts)
+        cdesc, mdesc = _put_config_manifest(store, config, layers, opts)
+        add_to_index(ref.path, mdesc, ref.tag, label)
+        store.keep()
+    except BaseException as err:
+        if store is not None:
+            store.rollback()
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        _reraise(label, err)
+    return WriteResult(label, mdesc.digest, cdesc.digest, tuple(layers))
+
+
+def _write_archive(
+    tree: FileTree,
+    config: Mapping[str, Any],
+    specs: Sequence[LayerSpec],
+    ref: ImageRef,
+    opts: WriteOptions,
+) -> WriteResult:
+    label = str(ref)
+    target = os.path.abspath(ref.path)
+    directory, base = os.path.split(target)
+    if os.path.isdir(target):
+        raise OutputError(f"{label}: {ref.path} is a directory")
+    repo_tag = _docker_repo_tag(label, ref.tag) if ref.transport == "docker-archive" else None
+    staging: str | None = None
+    tmp_archive: str | None = None
+    try:
+        staging = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=directory)
+        store = BlobStore(staging, label)
+        layers = write_layers(store, tree, specs, opts)
+        cdesc, mdesc = _put_config_manifest(store, config, layers, opts)
+        fd, tmp_archive = tempfile.mkstemp(prefix=f"{base}.tmp-", dir=directory)
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as out:
+            if ref.transport == "oci-archive":
+                index = set_tag(
+                    {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []},
+                    mdesc,
+                    ref.tag,
+                )
+                files: list[tuple[str, bytes | str]] = [
+                    (LAYOUT_FILE, canonical_json({"imageLayoutVersion": LAYOUT_VERSION})),
+                    ("index.json", canonical_json(index)),
+                ]
+                blobs = [cdesc.digest, mdesc.digest, *(lay.digest for lay in layers)]
+            else:
+                manifest = [
+                    {
+                        "Config": _blob_name(cdesc.digest),
+                        "RepoTags": [repo_tag] if repo_tag else [],
+                        "Layers": [_blob_name(lay.digest) for lay in layers],
+                    }
+                ]
+                files = [("manifest.json", canonical_json(manifest))]
+                blobs = [cdesc.digest, *(lay.digest for lay in layers)]
+            for digest in sorted(set(blobs)):
+                files.append((_blob_name(digest), store.path(digest)))
+            _pack(out, files)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp_archive, target)
+        tmp_archive = None
+    except BaseException as err:
+        if tmp_archive is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_archive)
+        _reraise(label, err)
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    return WriteResult(label, mdesc.digest, cdesc.digest, tuple(layers))
+
+
+def _reraise(label: str, err: BaseException) -> NoReturn:
+    if isinstance(err, OSError):
+        where = err.filename if isinstance(err.filename, str) else label
+        raise OutputError(f"{label}: cannot write {where}: {err.strerror or err}") from err
+    raise err
+
+
+def _blob_name(digest: str) -> str:
+    return "blobs/sha256/" + digest.partition(":")[2]
+
+
+def _pack(out: Writable, files: Sequence[tuple[str, bytes | str]]) -> None:
+    """A deterministic tar of ``files`` (name -> bytes or a file path to stream)."""
+    dirs = sorted({d for name, _ in files for d in _parents(name)})
+    tf = tarfile.TarFile(fileobj=out, mode="w", format=tarfile.PAX_FORMAT)  # type: ignore[arg-type]
+    for d in dirs:
+        ti = tarfile.TarInfo(d)
+        ti.type = tarfile.DIRTYPE
+        ti.mode = 0o755
+        tf.addfile(ti)
+    for name, content in files:
+        ti = tarfile.TarInfo(name)
+        ti.mode = 0o644
+        if isinstance(content, bytes):
+            ti.size = len(content)
+            tf.addfile(ti, io.BytesIO(content))
+        else:
+            ti.size = os.path.getsize(content)
+            with open(content, "rb") as f:
+                tf.addfile(ti, f)
+    tf.close()
+
+
+def _parents(name: str) -> list[str]:
+    parts = name.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+_REF_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOCKER_REF = re.compile(
+    rf"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?{_REF_COMPONENT}(?:/{_REF_COMPONENT})*"
+    r"(?::[\w][\w.-]{0,127})?$"
+)
+
+
+def _docker_repo_tag(label: str, ref: str | None) -> str | None:
+    """The RepoTags entry for a docker-archive ``:REF`` (``:latest`` added like docker does)."""
+    if ref is None:
+        return None
+    if not _DOCKER_REF.match(ref):
+        raise OutputError(f"{label}: '{ref}' is not a valid docker image name[:tag]")
+    last = ref.rsplit("/", 1)[-1]
+    return ref if ":" in last else ref + ":latest"
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class _CancellableSink(HashingSink):
+    """Stops a layer writer early once another layer has failed."""
+
+    def __init__(self, out: Writable | None, cancel: threading.Event) -> None:
+        super().__init__(out)
+        self._cancel = cancel
+
+    def write(self, data: bytes, /) -> int:
+        if self._cancel.is_set():
+            raise _Cancelled
+        return super().write(data)
+
+
+def write_layers(
+    store: BlobStore, tree: FileTree, specs: Sequence[LayerSpec], opts: WriteOptions
+) -> list[WrittenLayer]:
+    """Write every layer blob into ``store``, in parallel; results in ``specs`` order."""
+    jobs = max(1, min(opts.jobs or os.cpu_count() or 1, len(specs) or 1))
+    cancel = threading.Event()
+    pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="pkgchunk-layer")
+    try:
+        futures = [pool.submit(_write_one, store, tree, s, opts, cancel) for s in specs]
+        done, _ = cf.wait(futures, return_when=cf.FIRST_EXCEPTION)
+        for f in futures:
+            exc = f.exception() if f in done else None
+            if exc is not None:
+                raise exc
+        return [f.result() for f in futures]
+    except BaseException:
+        cancel.set()  # running layers stop at their next write
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _write_one(
+    store: BlobStore,
+    tree: FileTree,
+    spec: LayerSpec,
+    opts: WriteOptions,
+    cancel: threading.Event,
+) -> WrittenLayer:
+    media_type = LAYER_MEDIA_TYPES[opts.compression]
+    epoch = opts.source_date_epoch
+
+    def done(digest: str, size: int, diff: HashingSink, members: int, reused: bool) -> WrittenLayer:
+        return WrittenLayer(
+            name=spec.name,
+            comment=spec.comment,
+            files=len(spec.paths),
+            members=members,
+            media_type=media_type,
+            digest=digest,
+            size=size,
+            diff_id=diff.digest,
+            tar_size=diff.size,
+            reused=reused,
+            annotations=spec.annotations,
+        )
+
+    if opts.reuse:
+        # Hashing the tar alone is cheap next to compressing it: learn the diff_id first.
+        diff = _CancellableSink(None, cancel)
+        members = write_layer(tree, spec.paths, diff, source_date_epoch=epoch)
+        blob = opts.reuse.get(diff.digest)
+        if (
+            blob is not None
+            and blob.media_type == media_type
+            and store.copy_in(blob.path, blob.digest, blob.size)
+        ):
+            return done(blob.digest, blob.size, diff, members, True)
+    tmp, f = store.temp()
+    try:
+        with f:
+            blob_sink = HashingSink(f)
+            comp = compressor(opts.compression, opts.level, blob_sink)
+            diff = _CancellableSink(comp, cancel)
+            members = write_layer(tree, spec.paths, diff, source_date_epoch=epoch)
+            comp.close()
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        store.discard(tmp)
+        raise
+    store.commit(tmp, blob_sink.digest)
+    return done(blob_sink.digest, blob_sink.size, diff, members, False)
+
+
+def _rfc3339(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_config(
+    config: Mapping[str, Any], layers: Sequence[WrittenLayer], opts: WriteOptions
+) -> dict[str, Any]:
+    """The input's config with our layers: new diff_ids and history, optional labels/created."""
+    out = copy.deepcopy(dict(config))
+    created = out.get("created")
+    if opts.source_date_epoch is not None:
+        created = _rfc3339(opts.source_date_epoch)
+        out["created"] = created
+    out["rootfs"] = {"type": "layers", "diff_ids": [lay.diff_id for lay in layers]}
+    history: list[dict[str, Any]] = []
+    for lay in layers:
+        item: dict[str, Any] = {"created_by": lay.comment or f"pkgchunk layer {lay.name}"}
+        if isinstance(created, str):
+            item["created"] = created
+        history.append(item)
+    out["history"] = history
+    if opts.labels:
+        inner = out.get("config")
+        if not isinstance(inner, dict):
+            inner = {}
+            out["config"] = inner
+        labels = inner.get("Labels")
+        merged = dict(labels) if isinstance(labels, dict) else {}
+        merged.update(opts.labels)
+        inner["Labels"] = merged
+    return out
+
+
+def _put_config_manifest(
+    store: BlobStore,
+    config: Mapping[str, Any],
+    layers: Sequence[WrittenLayer],
+    opts: WriteOptions,
+) -> tuple[Descriptor, Descriptor]:
+    cdesc = store.put_bytes(canonical_json(build_config(config, layers, opts)), CONFIG_MEDIA_TYPE)
+    manifest: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "config": cdesc.to_json(),
+        "layers": [_layer_descriptor(lay) for lay in layers],
+    }
+    mdesc = store.put_bytes(canonical_json(manifest), MANIFEST_MEDIA_TYPE)
+    return cdesc, mdesc
+
+
+def _layer_descriptor(lay: WrittenLayer) -> dict[str, Any]:
+    ann = {**dict(lay.annotations), LAYER_ANNOTATION: lay.name}
+    return Descriptor(lay.media_type, lay.digest, lay.size, tuple(sorted(ann.items()))).to_json()
