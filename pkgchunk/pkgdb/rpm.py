@@ -1,0 +1,185 @@
+"""The three rpmdb formats as :class:`PackageDbReader`s: sqlite, Berkeley DB, ndb.
+
+Each reader copies the database out of the image into a private temporary
+directory first: the tree's streams are not seekable, sqlite needs a real file,
+and the image copy must never be touched (sqlite would create -shm files).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sqlite3
+import struct
+import tempfile
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import PkgdbError
+from ..tree import FileTree, join, parent
+from . import bdb, ndb
+from .model import Format, PackageDb, PackageDbReader
+from .rpmheader import parse_package
+
+#: Directories rpm keeps its database in: Fedora 36+/SUSE, classic, rpm-ostree.
+DB_DIRS = ("usr/lib/sysimage/rpm", "var/lib/rpm", "usr/share/rpm")
+
+#: Files of an rpmdb directory besides the main database (all change on updates):
+#: sqlite/ndb companions, locks, and the Berkeley DB index databases of any rpm version.
+_COMPANIONS = frozenset(
+    """rpmdb.sqlite rpmdb.sqlite-shm rpmdb.sqlite-wal rpmdb.sqlite-journal
+    Packages.db Index.db Packages .rpm.lock .dbenv.lock
+    Name Basenames Group Requirename Providename Conflictname Obsoletename
+    Triggername Dirnames Installtid Removetid Sigmd5 Sha1header Filedigests
+    Filemd5s Depends Pubkeys Provideversion Requireversion Recommendname
+    Suggestname Supplementname Enhancename Filetriggername
+    Transfiletriggername Packagecolor Nvra Os Arch Release Version""".split()  # noqa: SIM905
+)
+#: (package index, header blob) pairs as a database yields them.
+Blobs = Iterator[tuple[int, bytes]]
+_BDB_ENV = re.compile(r"__db\.\d+\Z")
+
+
+def db_files(tree: FileTree, dbdir: str, main: str) -> tuple[str, ...]:
+    """The database file ``main`` and every rpmdb companion file in ``dbdir``."""
+    others = []
+    prefix = f"{dbdir}/" if dbdir else ""
+    for path, entry in tree.entries.items():
+        if entry.kind != "reg" or parent(path) != dbdir or path == main:
+            continue
+        name = path[len(prefix) :]
+        if name in _COMPANIONS or _BDB_ENV.match(name):
+            others.append(path)
+    return (main, *sorted(others))
+
+
+def _label(tree: FileTree, path: str) -> str:
+    return f"{tree.label or 'image'}: {path}"
+
+
+def _copy(tree: FileTree, path: str, dest: Path) -> int:
+    """Copy a tree file to ``dest``; returns its size."""
+    with tree.open(path) as src, open(dest, "wb") as out:
+        shutil.copyfileobj(src, out, 1 << 20)
+        return out.tell()
+
+
+class _RpmReader:
+    """Common detection and package assembly; subclasses yield (index, blob) pairs."""
+
+    format: Format
+    filename: str
+
+    def detect(self, tree: FileTree) -> list[str]:
+        found: list[str] = []
+        for d in DB_DIRS:
+            path = tree.resolve(join(d, self.filename))
+            if path is None or path in found:
+                continue
+            entry = tree.get(path)
+            if entry is not None and entry.kind == "reg":
+                found.append(path)
+        return found
+
+    def read(self, tree: FileTree, path: str) -> PackageDb:
+        name = _label(tree, path)
+        with tempfile.TemporaryDirectory(prefix="pkgchunk-rpmdb-") as tmp:
+            packages = [
+                parse_package(blob, f"{name}: package {idx}", self.format)
+                for idx, blob in self._blobs(tree, path, name, Path(tmp))
+            ]
+        return PackageDb(
+            format=self.format,
+            path=path,
+            packages=tuple(packages),
+            paths=db_files(tree, parent(path), path),
+        )
+
+    def _blobs(self, tree: FileTree, path: str, name: str, tmp: Path) -> Blobs:
+        raise NotImplementedError
+
+
+class SqliteReader(_RpmReader):
+    """``rpmdb.sqlite``: table ``Packages(hnum, blob)`` (rpm >= 4.16)."""
+
+    format: Format = "rpm-sqlite"
+    filename = "rpmdb.sqlite"
+
+    def _blobs(self, tree: FileTree, path: str, name: str, tmp: Path) -> Blobs:
+        db = tmp / "rpmdb.sqlite"
+        _copy(tree, path, db)
+        # Committed transactions may still sit in the write-ahead log: copy it along
+        # and let sqlite replay it (into our private copy) instead of ignoring it.
+        wal = tree.get(path + "-wal")
+        immutable = "&immutable=1"
+        if wal is not None and wal.kind == "reg" and wal.size > 0:
+            _copy(tree, path + "-wal", tmp / "rpmdb.sqlite-wal")
+            immutable = ""
+        uri = f"file:{urllib.parse.quote(str(db))}?mode=ro{immutable}"
+        try:
+            conn = sqlite3.connect(uri, uri=True)
+        except sqlite3.Error as e:
+            raise PkgdbError(f"{name}: cannot open sqlite database: {e}") from e
+        try:
+            rows = conn.execute("SELECT hnum, blob FROM Packages ORDER BY hnum").fetchall()
+        except sqlite3.Error as e:
+            raise PkgdbError(f"{name}: {e}") from e
+        finally:
+            conn.close()
+        for hnum, blob in rows:
+            if not isinstance(hnum, int) or not isinstance(blob, bytes):
+                raise PkgdbError(f"{name}: package {hnum!r}: row is not (integer, blob)")
+            yield hnum, blob
+
+
+def _spool(tree: FileTree, path: str, tmp: Path) -> tuple[BinaryIO, int]:
+    dest = tmp / "db"
+    size = _copy(tree, path, dest)
+    return open(dest, "rb"), size
+
+
+class BdbReader(_RpmReader):
+    """``Packages``: Berkeley DB hash, key = header instance (uint32), key 0 = bookkeeping."""
+
+    format: Format = "rpm-bdb"
+    filename = "Packages"
+
+    def _blobs(self, tree: FileTree, path: str, name: str, tmp: Path) -> Blobs:
+        f, size = _spool(tree, path, tmp)
+        with f:
+            db = bdb.HashDb(f, size, name)
+            seen: set[int] = set()
+            for key, data in db.items():
+                if len(key) != 4:
+                    raise PkgdbError(f"{name}: record key of {len(key)} bytes, expected 4")
+                (instance,) = struct.unpack(db.order + "I", key)
+                if instance == 0:
+                    continue  # holds the highest instance number, not a package
+                if instance in seen:
+                    raise PkgdbError(f"{name}: package {instance} appears twice")
+                seen.add(instance)
+                yield instance, data
+
+
+class NdbReader(_RpmReader):
+    """``Packages.db``: rpm's own ndb format (SUSE since SLE 15 SP3 / openSUSE)."""
+
+    format: Format = "rpm-ndb"
+    filename = "Packages.db"
+
+    def _blobs(self, tree: FileTree, path: str, name: str, tmp: Path) -> Blobs:
+        f, size = _spool(tree, path, tmp)
+        with f:
+            yield from ndb.iter_blobs(f, size, name)
+
+
+def read_all(tree: FileTree) -> list[PackageDb]:
+    """Every rpm database of the image, in reader order."""
+    return [r.read(tree, p) for r in READERS for p in r.detect(tree)]
+
+
+READERS: list[PackageDbReader] = [SqliteReader(), BdbReader(), NdbReader()]
+
+__all__ = ["READERS", "BdbReader", "NdbReader", "SqliteReader", "db_files", "read_all"]
