@@ -1,12 +1,159 @@
-"""Read OCI layouts, oci-archives and docker-archives into a flattened Image."""
+"""Read OCI layouts, oci-archives and docker-archives into a flattened Image.
+
+Every blob is verified against its digest while it is read; layers are spooled
+once, uncompressed, into the Image's workdir and flattened from there.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
 from ..errors import InputError
-from ..image import Image
+from ..flatten import flatten
+from ..image import Image, LayerInfo
 from ..refs import ImageRef
+from .archive import unpack
+from .blobs import parse_digest, parse_json, read_verified
+from .dockerarchive import read_docker_archive
+from .readlayout import Layout, select_manifest
+from .spool import Budget, LayerBlob, spool
+
+
+@dataclass
+class Source:
+    """What a transport resolved to, before any layer is read."""
+
+    manifest: dict[str, Any] | None
+    config: dict[str, Any]
+    layers: list[LayerBlob]
+    blob_path: dict[str, str] = field(default_factory=dict)
 
 
 def read_image(ref: ImageRef, *, max_bytes: int) -> Image:
-    """Not written yet: the reader lands in the next commits."""
-    raise InputError(f"{ref}: reading {ref.transport} images is not implemented yet")
+    """Open ``oci:``, ``oci-archive:`` or ``docker-archive:`` (the caller closes the Image)."""
+    label = str(ref)
+    workdir = tempfile.mkdtemp(prefix="pkgchunk-")
+    try:
+        if ref.transport == "oci":
+            source = _read_layout(label, Layout(label, ref.path), ref.tag)
+        elif ref.transport == "oci-archive":
+            unpacked = unpack(
+                label, ref.path, os.path.join(workdir, "archive"), max_bytes=max_bytes
+            )
+            layout = Layout(label, unpacked.root, resolve=unpacked.path)
+            source = _read_layout(label, layout, ref.tag)
+        elif ref.transport == "docker-archive":
+            unpacked = unpack(
+                label, ref.path, os.path.join(workdir, "archive"), max_bytes=max_bytes
+            )
+            manifest, config, layers, paths = read_docker_archive(label, unpacked, ref.tag)
+            source = Source(manifest, config, layers, paths)
+        else:
+            raise InputError(f"{label}: not an OCI transport")
+        return _assemble(label, source, workdir, max_bytes)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+
+def _read_layout(label: str, layout: Layout, tag: str | None) -> Source:
+    desc, manifest = select_manifest(layout, tag)
+    blob_path = {desc["digest"]: layout.blob(desc["digest"])}
+    config_desc = _descriptor(label, manifest.get("config"), "manifest config")
+    config_path = layout.blob(config_desc["digest"])
+    config_bytes = read_verified(label, config_path, config_desc["digest"], config_desc["size"])
+    blob_path[config_desc["digest"]] = config_path
+    config = parse_json(label, config_bytes, f"config {config_desc['digest']}")
+    raw_layers = manifest.get("layers")
+    if not isinstance(raw_layers, list):
+        raise InputError(f"{label}: malformed manifest {desc['digest']}: no layers list")
+    layers: list[LayerBlob] = []
+    for raw in raw_layers:
+        d = _descriptor(label, raw, "manifest layer")
+        path = layout.blob(d["digest"])
+        blob_path[d["digest"]] = path
+        layers.append(
+            LayerBlob(
+                path=path,
+                media_type=d["mediaType"],
+                digest=d["digest"],
+                size=d["size"],
+                annotations=d["annotations"],
+            )
+        )
+    return Source(manifest, config, layers, blob_path)
+
+
+def _descriptor(label: str, raw: object, what: str) -> dict[str, Any]:
+    """A checked descriptor: digest, size (int >= 0), mediaType str, annotations tuple."""
+    if not isinstance(raw, dict):
+        raise InputError(f"{label}: malformed {what} descriptor")
+    parse_digest(label, raw.get("digest"))
+    size = raw.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise InputError(f"{label}: malformed {what} descriptor: bad size {size!r}")
+    media_type = raw.get("mediaType", "")
+    annotations = raw.get("annotations") or {}
+    if not isinstance(media_type, str) or not isinstance(annotations, dict):
+        raise InputError(f"{label}: malformed {what} descriptor")
+    pairs = tuple(sorted((str(k), str(v)) for k, v in annotations.items()))
+    return {"digest": raw["digest"], "size": size, "mediaType": media_type, "annotations": pairs}
+
+
+def _assemble(label: str, source: Source, workdir: str, max_bytes: int) -> Image:
+    diff_ids = _diff_ids(label, source.config, len(source.layers))
+    budget = Budget(label, max_bytes)
+    spool_dir = os.path.join(workdir, "layers")
+    os.makedirs(spool_dir, exist_ok=True)
+    done: dict[str, tuple[LayerInfo, str]] = {}
+    infos: list[LayerInfo] = []
+    tars: list[tuple[str, str]] = []
+    for n, blob in enumerate(source.layers, 1):
+        key = blob.digest or blob.path
+        if key not in done:
+            dest = os.path.join(spool_dir, f"{n}.tar")
+            done[key] = spool(label, blob, dest, budget)
+        info, tar_path = done[key]
+        if diff_ids is not None and diff_ids[n - 1] != info.diff_id:
+            raise InputError(
+                f"{label}: layer {n} ({info.digest}) has diff_id {info.diff_id},"
+                f" the config says {diff_ids[n - 1]}"
+            )
+        source.blob_path.setdefault(info.digest, blob.path)
+        infos.append(info)
+        tars.append((f"{label}: layer {n} ({info.digest})", tar_path))
+    if source.manifest is not None and source.manifest.get("layers") == []:
+        # docker-archive: the synthesised manifest describes the layers as read
+        source.manifest["layers"] = [
+            {"mediaType": i.media_type, "digest": i.digest, "size": i.size} for i in infos
+        ]
+    tree = flatten(tars, label=label)
+    return Image(
+        ref=label,
+        tree=tree,
+        config=source.config,
+        manifest=source.manifest,
+        layers=infos,
+        blob_path=source.blob_path,
+        workdir=workdir,
+    )
+
+
+def _diff_ids(label: str, config: dict[str, Any], count: int) -> list[str] | None:
+    rootfs = config.get("rootfs")
+    if rootfs is None:
+        return None
+    ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if ids is None:
+        return None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise InputError(f"{label}: malformed config: rootfs.diff_ids is not a list of digests")
+    if len(ids) != count:
+        raise InputError(
+            f"{label}: config lists {len(ids)} diff_ids but the manifest has {count} layers"
+        )
+    return list(ids)

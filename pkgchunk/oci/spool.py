@@ -1,0 +1,106 @@
+"""Turn each layer blob into an uncompressed tar on disk, verifying it on the way.
+
+One pass per blob: the compressed digest, the diff_id and the size budget are
+all computed while the bytes stream through, so a blob is read exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+from ..errors import InputError
+from ..image import LayerInfo
+from .blobs import CHUNK, HashingReader, check_digest, parse_digest
+from .decompress import check_zstd_frames, decompressed, detect
+
+
+@dataclass(frozen=True, slots=True)
+class LayerBlob:
+    """A layer to read: ``digest``/``size`` None when the source does not say (docker-archive)."""
+
+    path: str
+    media_type: str
+    digest: str | None = None
+    size: int | None = None
+    annotations: tuple[tuple[str, str], ...] = ()
+
+
+class Budget:
+    """Uncompressed bytes still allowed (the decompression-bomb guard)."""
+
+    def __init__(self, label: str, max_bytes: int) -> None:
+        self.label = label
+        self.max_bytes = max_bytes
+        self.used = 0
+
+    def take(self, n: int) -> None:
+        self.used += n
+        if self.used > self.max_bytes:
+            raise InputError(
+                f"{self.label}: layers hold more than {self.max_bytes} uncompressed bytes"
+                " (raise PKGCHUNK_MAX_IMAGE_BYTES if the image is real)"
+            )
+
+
+#: media type to report for a docker-archive layer, by what its bytes are.
+DOCKER_LAYER_TYPES = {
+    "tar": "application/vnd.docker.image.rootfs.diff.tar",
+    "gzip": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+}
+
+
+def spool(
+    label: str, blob: LayerBlob, dest: str, budget: Budget
+) -> tuple[LayerInfo, str]:
+    """Verify ``blob`` and return its LayerInfo and an uncompressed tar path.
+
+    An uncompressed blob is used in place; a compressed one is written to ``dest``.
+    """
+    alg = parse_digest(label, blob.digest)[0] if blob.digest else "sha256"
+    try:
+        f = open(blob.path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise InputError(f"{label}: blob {blob.digest or blob.path} is missing") from None
+    except OSError as err:
+        raise InputError(f"{label}: {blob.path}: {err.strerror or err}") from None
+    layer_label = f"{label}: layer {blob.digest or os.path.basename(blob.path)}"
+    try:
+        with f:
+            kind = detect(f.read(4))
+            if kind == "zstd":
+                check_zstd_frames(f, os.fstat(f.fileno()).st_size, layer_label)
+            f.seek(0)
+            reader = HashingReader(f, alg)
+            diff = hashlib.sha256()
+            if kind == "tar":
+                tar_path = blob.path
+                for chunk in iter(lambda: reader.read(CHUNK), b""):
+                    budget.take(len(chunk))
+                    diff.update(chunk)
+            else:
+                tar_path = dest
+                with open(dest, "wb") as out:
+                    for chunk in decompressed(reader, kind, layer_label):
+                        budget.take(len(chunk))
+                        diff.update(chunk)
+                        out.write(chunk)
+                reader.drain()
+    except OSError as err:
+        raise InputError(f"{layer_label}: {err.strerror or err}") from None
+    digest = blob.digest
+    if digest is None:
+        digest = f"sha256:{reader.hexdigest()}"
+    else:
+        check_digest(label, digest, reader, blob.size)
+    media_type = blob.media_type or DOCKER_LAYER_TYPES[kind]
+    info = LayerInfo(
+        digest=digest,
+        media_type=media_type,
+        size=reader.count,
+        diff_id=f"sha256:{diff.hexdigest()}",
+        annotations=blob.annotations,
+    )
+    return info, tar_path
