@@ -125,13 +125,13 @@ def build_rpms(work: Path) -> list[Path]:
     top = work / "rpmbuild"
     for name, spec in (("demo.spec", DEMO_SPEC), ("tiny.spec", TINY_SPEC)):
         (work / name).write_text(spec)
-        _run([rpmbuild, "-bb", "--define", f"_topdir {top}", str(work / name)])
+        run([rpmbuild, "-bb", "--define", f"_topdir {top}", str(work / name)])
     rpms = sorted((top / "RPMS").rglob("*.rpm"))
     assert len(rpms) == 3, rpms
     return rpms
 
 
-def _run(cmd: list[str], **kw: object) -> str:
+def run(cmd: list[str], **kw: object) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True, errors="surrogateescape", **kw)  # type: ignore[call-overload]
     if proc.returncode:
         raise AssertionError(f"{cmd} failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -142,7 +142,7 @@ def _run(cmd: list[str], **kw: object) -> str:
 def rpm_cmd(root: Path, dbpath: str, *args: str, backend: str = "sqlite") -> str:
     rpm = require_tool("rpm")
     base = [rpm, "--root", str(root), "--dbpath", dbpath, "--define", f"_db_backend {backend}"]
-    return _run([*base, *args])
+    return run([*base, *args])
 
 
 def install_sqlite(root: Path, rpms: Iterable[Path], dbpath: str = SQLITE_DBPATH) -> Path:
@@ -262,7 +262,7 @@ def write_bdb(
     cmd = [load, "-T", "-t", "hash", "-f", str(text)]
     for c in config:
         cmd += ["-c", c]
-    _run([*cmd, str(dest)])
+    run([*cmd, str(dest)])
     text.unlink()
 
 
@@ -293,3 +293,57 @@ def write_ndb(dest: Path, blobs: list[tuple[int, bytes]], *, generation: int = 7
         struct.pack_into("<4sIII", table, (2 + 2 * n) * 16, b"Slot", idx, blkoff, len(record) // 16)
         body += record
     dest.write_bytes(bytes(table) + bytes(body))
+
+
+# -- hand-made header blobs (for semantics and hostile-input tests) ---------------------------
+
+_INT_FMT = {1: "B", 2: "B", 3: "H", 4: "I", 5: "Q"}
+_ALIGN = {3: 2, 4: 4, 5: 8}
+HeaderEntry = tuple[int, int, object]
+
+
+def make_header(
+    entries: Iterable[HeaderEntry], *, region: bool = True, dribble: Iterable[HeaderEntry] = ()
+) -> bytes:
+    """A header blob as an rpmdb stores it, from (tag, type, value) triples.
+
+    Integers are tuples, STRING a str, STRING_ARRAY/I18NSTRING lists of str, BIN bytes;
+    values are aligned in the data store as rpm aligns them. With ``region`` the entries
+    are wrapped in an immutable region (tag 63, trailer at the end of the region data);
+    ``dribble`` entries come after the region, as rpm adds them at install time.
+    """
+    data = bytearray()
+    index: list[tuple[int, int, int, int]] = []
+
+    def put(tag: int, typ: int, value: object) -> None:
+        data.extend(b"\0" * (-len(data) % _ALIGN.get(typ, 1)))
+        off = len(data)
+        if typ in _INT_FMT:
+            assert isinstance(value, tuple)
+            data.extend(struct.pack(f">{len(value)}{_INT_FMT[typ]}", *value))
+            count = len(value)
+        elif typ == 6:
+            assert isinstance(value, str)
+            data.extend(value.encode() + b"\0")
+            count = 1
+        elif typ in (8, 9):
+            assert isinstance(value, list)
+            for s in value:
+                data.extend(s.encode() + b"\0")
+            count = len(value)
+        else:
+            assert isinstance(value, bytes)
+            data.extend(value)
+            count = len(value)
+        index.append((tag, typ, off, count))
+
+    region_entries = list(entries)
+    for e in region_entries:
+        put(*e)
+    if region:
+        index.insert(0, (63, 7, len(data), 16))
+        data.extend(struct.pack(">iIii", 63, 7, -16 * (len(region_entries) + 1), 16))
+    for e in dribble:
+        put(*e)
+    head = struct.pack(">ii", len(index), len(data))
+    return head + b"".join(struct.pack(">iIii", *i) for i in index) + bytes(data)
