@@ -299,7 +299,6 @@ class DpkgReader:
                 if dot and stem:
                     info_files.setdefault(stem, []).append(p)
         packages: dict[str, Package] = {}
-        owned: set[str] = set()
         for para in stanzas:
             if not is_installed(para):
                 continue
@@ -310,7 +309,6 @@ class DpkgReader:
             qualified = f"{pkg.name}:{pkg.arch}"
             stem = qualified if qualified in info_files else pkg.name
             mine = sorted(info_files.get(stem, []))
-            owned.update(mine)
             base = f"{info}/{stem}"
             has = tree.entries.__contains__
             listed = read_list(tree, f"{base}.list") if has(f"{base}.list") else []
@@ -322,15 +320,9 @@ class DpkgReader:
             md5 = {d: md5[p] for p, d in zip(md5, moved, strict=True)}
             files = _files(listed, md5, conf, ["/" + p for p in mine])
             packages[pkg.key] = _with(pkg, tree, files)
-        listed_paths = {f.path[1:] for pkg in packages.values() for f in pkg.files}
-        db_paths = [admin, *under]
-        paths = tuple(
-            sorted(
-                p
-                for p in db_paths
-                if p not in owned and not (tree.entries[p].kind == "dir" and p in listed_paths)
-            )
-        )
+        # What a package ships (dpkg's own directories, its info files) is not the database.
+        shipped = {f.path[1:] for pkg in packages.values() for f in pkg.files}
+        paths = tuple(sorted(p for p in [admin, *under] if p not in shipped))
         return PackageDb(
             format=self.format, path=path, packages=tuple(packages.values()), paths=paths
         )
