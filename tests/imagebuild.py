@@ -375,3 +375,31 @@ def _decompress(blob: bytes) -> bytes:
     if blob[:4] == b"\x28\xb5\x2f\xfd":
         return zstandard.ZstdDecompressor().decompressobj().decompress(blob)
     return blob
+
+
+def summary(tree: Any) -> dict[str, tuple[Any, ...]]:
+    """A FileTree as comparable data: metadata, content hash and hardlink peers per path.
+
+    Hardlink ids are arbitrary, so a linked file is described by the set of paths
+    sharing its group; content by its sha256, read through ``tree.open``.
+    """
+    groups: dict[int, set[str]] = {}
+    for path, e in tree.entries.items():
+        if e.link:
+            groups.setdefault(e.link, set()).add(path)
+    out: dict[str, tuple[Any, ...]] = {}
+    for path, e in tree.entries.items():
+        content = None
+        if e.kind == "reg":
+            with tree.open(path) as f:
+                content = hashlib.sha256(f.read()).hexdigest()
+        peers = frozenset(groups[e.link]) if e.link else frozenset()
+        out[path] = (
+            e.kind, e.mode, e.uid, e.gid, e.mtime, e.size, e.target,
+            e.devmajor, e.devminor, tuple(e.xattrs), content, peers,
+        )
+    return out
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
