@@ -124,7 +124,9 @@ def test_packages_match_rpm(loaded: Loaded) -> None:
     exp = loaded.expected["packages"]
     assert len(db.packages) == loaded.expected["package_count"] == len(exp)
 
-    def key(name: str, epoch: int | None, version: str, release: str, arch: str | None) -> tuple:
+    def key(
+        name: str, epoch: int | None, version: str, release: str, arch: str | None
+    ) -> tuple[object, ...]:
         return (name, epoch, version, release, arch or "")
 
     got = {key(p.name, p.epoch, p.version, p.release, p.arch): p for p in db.packages}
