@@ -117,6 +117,19 @@ def test_detect_finds_the_db_once_through_links(loaded: Loaded) -> None:
         assert reader.detect(loaded.tree) == want, reader.format
 
 
+@pytest.mark.parametrize(
+    "loaded", sorted(n for n, layout in FIXTURES.items() if layout.links), indirect=True
+)
+def test_read_through_the_image_links(loaded: Loaded) -> None:
+    """A path through the image's own links (/var/lib/rpm -> ...) reads the same db."""
+    for link, _ in loaded.layout.links:
+        (reader,) = [r for r in READERS if r.format == loaded.layout.format]
+        name = loaded.layout.location.rpartition("/")[2]
+        db = reader.read(loaded.tree, f"{link}/{name}")
+        assert db.path == loaded.layout.location
+        assert db.packages == _read(loaded).packages
+
+
 def test_packages_match_rpm(loaded: Loaded) -> None:
     db = _read(loaded)
     assert db.format == loaded.layout.format
@@ -142,18 +155,36 @@ def test_packages_match_rpm(loaded: Loaded) -> None:
         assert list(p.changelog_times) == sorted(p.changelog_times, reverse=True)
 
 
+SPOT_CHECKED = {
+    "cbl-mariner-2.0-sqlite": "spot_check_from_go_rpmdb_test",
+    "rhel8-libuuid-bdb": "spot_check_from_go_rpmdb_test",
+    "fedora32-hello-epoch-bdb": "spot_check_from_osv_scalibr_test",
+}
+
+
+@pytest.mark.parametrize("loaded", sorted(SPOT_CHECKED), indirect=True)
 def test_spot_checks_from_upstream_projects(loaded: Loaded) -> None:
     """The values go-rpmdb / osv-scalibr assert in their own tests for these files."""
-    spot = loaded.expected.get("spot_check_from_go_rpmdb_test") or loaded.expected.get(
-        "spot_check_from_osv_scalibr_test"
-    )
-    if spot is None:
-        pytest.skip("no upstream spot check for this fixture")
+    spot = loaded.expected[SPOT_CHECKED[loaded.expected["fixture"]]]
     db = _read(loaded)
     (p,) = [p for p in db.packages if p.name == spot["name"]]
-    for field in ("epoch", "version", "release", "arch", "license"):
+    for field in ("epoch", "version", "release", "arch", "license", "size"):
         if field in spot:
             assert getattr(p, field) == spot[field], field
+    if "install_time" in spot:
+        assert p.installtime == spot["install_time"]
+    assert spot["sourcerpm"].startswith(p.source + "-")
+
+
+@pytest.mark.parametrize("loaded", ["sle15-bci-minimal-15.3-ndb"], indirect=True)
+def test_ndb_matches_go_rpmdb_reference(loaded: Loaded) -> None:
+    """A second, independent expectation for the ndb file: go-rpmdb's own test list."""
+    db = _read(loaded)
+    ref = loaded.expected["reference"]["packages"]
+    got = {(p.name, p.epoch, p.version, p.release, p.arch, p.size) for p in db.packages}
+    assert got == {
+        (r["name"], r["epoch"], r["version"], r["release"], r["arch"] or "", r["size"]) for r in ref
+    }
 
 
 def test_files_match_files_tsv(loaded: Loaded) -> None:

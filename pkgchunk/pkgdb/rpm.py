@@ -7,13 +7,14 @@ and the image copy must never be touched (sqlite would create -shm files).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import sqlite3
 import struct
 import tempfile
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,7 +39,7 @@ _COMPANIONS = frozenset(
     Transfiletriggername Packagecolor Nvra Os Arch Release Version""".split()  # noqa: SIM905
 )
 #: (package index, header blob) pairs as a database yields them.
-Blobs = Iterator[tuple[int, bytes]]
+Blobs = Generator[tuple[int, bytes], None, None]
 _BDB_ENV = re.compile(r"__db\.\d+\Z")
 
 
@@ -84,11 +85,14 @@ class _RpmReader:
         return found
 
     def read(self, tree: FileTree, path: str) -> PackageDb:
+        path = tree.resolve(path) or path  # tolerate a path through the image's links
         name = _label(tree, path)
-        with tempfile.TemporaryDirectory(prefix="pkgchunk-rpmdb-") as tmp:
+        with (
+            tempfile.TemporaryDirectory(prefix="pkgchunk-rpmdb-") as tmp,
+            contextlib.closing(self._blobs(tree, path, name, Path(tmp))) as blobs,
+        ):
             packages = [
-                parse_package(blob, f"{name}: package {idx}", self.format)
-                for idx, blob in self._blobs(tree, path, name, Path(tmp))
+                parse_package(blob, f"{name}: package {idx}", self.format) for idx, blob in blobs
             ]
         return PackageDb(
             format=self.format,
@@ -123,15 +127,14 @@ class SqliteReader(_RpmReader):
         except sqlite3.Error as e:
             raise PkgdbError(f"{name}: cannot open sqlite database: {e}") from e
         try:
-            rows = conn.execute("SELECT hnum, blob FROM Packages ORDER BY hnum").fetchall()
+            for hnum, blob in conn.execute("SELECT hnum, blob FROM Packages ORDER BY hnum"):
+                if not isinstance(hnum, int) or not isinstance(blob, bytes):
+                    raise PkgdbError(f"{name}: package {hnum!r}: row is not (integer, blob)")
+                yield hnum, blob
         except sqlite3.Error as e:
             raise PkgdbError(f"{name}: {e}") from e
         finally:
             conn.close()
-        for hnum, blob in rows:
-            if not isinstance(hnum, int) or not isinstance(blob, bytes):
-                raise PkgdbError(f"{name}: package {hnum!r}: row is not (integer, blob)")
-            yield hnum, blob
 
 
 def _spool(tree: FileTree, path: str, tmp: Path) -> tuple[BinaryIO, int]:
@@ -175,11 +178,6 @@ class NdbReader(_RpmReader):
             yield from ndb.iter_blobs(f, size, name)
 
 
-def read_all(tree: FileTree) -> list[PackageDb]:
-    """Every rpm database of the image, in reader order."""
-    return [r.read(tree, p) for r in READERS for p in r.detect(tree)]
-
-
 READERS: list[PackageDbReader] = [SqliteReader(), BdbReader(), NdbReader()]
 
-__all__ = ["READERS", "BdbReader", "NdbReader", "SqliteReader", "db_files", "read_all"]
+__all__ = ["READERS", "BdbReader", "NdbReader", "SqliteReader", "db_files"]
