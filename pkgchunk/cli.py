@@ -41,6 +41,34 @@ def cli() -> None:
     """Rechunk OCI images along package boundaries so updates pull only what changed."""
 
 
+@cli.command()
+@click.argument("src")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document (docs/json.md).")
+@click.option(
+    "--ignore-pkgdb-errors",
+    is_flag=True,
+    help="Skip a corrupt package database with a warning; its files count as unowned.",
+)
+@handle_errors
+def packages(src: str, as_json: bool, ignore_pkgdb_errors: bool) -> None:
+    """List SRC's package databases, each package's files and bytes, and what is unowned."""
+    import json
+
+    from .load import open_image
+    from .ownership import collect
+    from .report import build, format_table, to_json
+
+    with open_image(src) as image:
+        ownership = collect(image.tree, ignore_errors=ignore_pkgdb_errors)
+        report = build(image.tree, ownership)
+    for note in report.warnings:
+        click.echo(f"pkgchunk: warning: {note}", err=True)
+    if as_json:
+        click.echo(json.dumps(to_json(report), indent=1, sort_keys=True))
+    else:
+        click.echo(format_table(report))
+
+
 @cli.command("rechunk")
 @click.argument("src")
 @click.argument("dest")

@@ -166,7 +166,9 @@ def format_table(report: PackagesReport) -> str:
         f"packages: {len(report.packages)}; unowned: {report.unowned_files} paths,"
         f" {report.unowned_bytes} bytes"
     )
-    for d in report.largest_dirs:
-        if d.bytes:
-            out.append(f"  {d.bytes:>12}  {d.files:>6}  {_show(d.path)}")
+    shown = [d for d in report.largest_dirs if d.bytes]
+    if shown:
+        out.append("largest unowned directories (bytes, paths, directory):")
+    for d in shown:
+        out.append(f"  {d.bytes:>12}  {d.files:>6}  {_show(d.path)}")
     return "\n".join(out)

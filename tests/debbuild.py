@@ -84,7 +84,10 @@ def dpkg(root: Path, *args: str) -> str:
     """Run the real dpkg on ``root`` (not chrooted; maintainer scripts would run on the host)."""
     require_tool("dpkg")
     cmd = ["dpkg", f"--root={root}", "--force-not-root", "--force-script-chrootless", *args]
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed: {res.stderr.strip()}")
+    return res.stdout
 
 
 def install(root: Path, *debs: Path) -> None:
