@@ -106,6 +106,7 @@ def _blob_cases() -> dict[str, Callable[[], bytes]]:
         "region larger than index": lambda: _patch_trailer(g(), offset=-16 * 1000),
         "region size not whole entries": lambda: _patch_trailer(g(), offset=-20),
         "no name": lambda: make_header([(1001, 6, "1.0")]),
+        "bin past data": lambda: patch_entry(g(), entry_of(g(), 1005), type=7, count=1 << 20),
     }
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import rpmfile.headers
 
+from pkgchunk.errors import PkgdbError
 from pkgchunk.pkgdb.model import FLAG_CONFIG, FLAG_GHOST, FLAG_NOREPLACE, Package
 from pkgchunk.pkgdb.rpmheader import Header, parse_package, source_name
 from tests.helpers import require_tool
@@ -59,6 +60,17 @@ def test_i18n_string_takes_the_first_translation() -> None:
     h = Header(make_header([*BASE, (1004, 9, ["C summary", "de Zusammenfassung"])]), "x")
     assert h.string(1004) == "C summary"
     assert h.strings(1004) == ["C summary", "de Zusammenfassung"]
+
+
+def test_bin_and_wrong_type_access() -> None:
+    md5 = bytes(range(16))
+    h = Header(make_header([*BASE, (261, 7, md5)]), "db: package 3")
+    assert h.bin(261) == md5
+    assert h.bin(999) is None and h.ints(999) is None and h.strings(999) is None
+    with pytest.raises(PkgdbError, match=r"^db: package 3: tag 261: expected integers"):
+        h.ints(261)
+    with pytest.raises(PkgdbError, match=r"^db: package 3: tag 1000: expected binary"):
+        h.bin(1000)
 
 
 @pytest.mark.parametrize("typ", [2, 3, 4, 5])

@@ -38,6 +38,7 @@ T_NULL, T_CHAR, T_INT8, T_INT16, T_INT32, T_INT64 = 0, 1, 2, 3, 4, 5
 T_STRING, T_BIN, T_STRING_ARRAY, T_I18NSTRING = 6, 7, 8, 9
 _INT_FORMAT = {T_CHAR: "B", T_INT8: "B", T_INT16: "H", T_INT32: "I", T_INT64: "Q"}
 _STRING_TYPES = (T_STRING, T_STRING_ARRAY, T_I18NSTRING)
+_WIDTH = {T_CHAR: 1, T_INT8: 1, T_INT16: 2, T_INT32: 4, T_INT64: 8, T_BIN: 1}
 
 # Region tags and the tags a package record is built from.
 TAG_HEADERIMAGE, TAG_HEADERSIGNATURES, TAG_HEADERIMMUTABLE = 61, 62, 63
@@ -90,6 +91,9 @@ class Header:
                 self._fail(f"tag {tag}: data offset {off} outside 0..{dl}")
             if count < 0 or (count == 0 and typ != T_NULL):
                 self._fail(f"tag {tag}: bad count {count}")
+            width = _WIDTH.get(typ)
+            if width is not None and off + count * width > dl:
+                self._fail(f"tag {tag}: {count} values at data offset {off} run past the data")
             # Later entries (added at install time) replace region entries.
             self._ents[tag] = _Ent(typ, off, count)
 
@@ -130,6 +134,18 @@ class Header:
         """The first integer of a tag, or None when absent."""
         vals = self.ints(tag)
         return vals[0] if vals else None
+
+    def bin(self, tag: int) -> bytes | None:
+        """Raw BIN data (e.g. SIGMD5), or None when the tag is absent."""
+        ent = self._ents.get(tag)
+        if ent is None:
+            return None
+        if ent.type != T_BIN:
+            self._fail(f"tag {tag}: expected binary data, found type {ent.type}")
+        if ent.offset + ent.count > self._dl:
+            self._fail(f"tag {tag}: {ent.count} bytes at {ent.offset} run past the data")
+        start = self._start + ent.offset
+        return self._blob[start : start + ent.count]
 
     def strings(self, tag: int) -> list[str] | None:
         """A string array (a STRING is one element; I18NSTRING keeps every locale)."""
