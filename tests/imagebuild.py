@@ -160,6 +160,8 @@ class Layer:
     compression: str = "gzip"
     raw: bytes | None = None
     annotations: Mapping[str, str] = field(default_factory=dict)
+    #: overrides the media type the compression implies (to test detection by magic)
+    media_type: str | None = None
 
     def tar(self) -> bytes:
         return self.raw if self.raw is not None else tar_bytes(self.members)
@@ -210,7 +212,7 @@ def build_image(
         digest = digest_of(blob)
         blobs[digest] = blob
         ids.append(digest_of(tar))
-        media = (_DOCKER_LAYER if docker else _OCI_LAYER)[lay.compression]
+        media = lay.media_type or (_DOCKER_LAYER if docker else _OCI_LAYER)[lay.compression]
         desc: dict[str, Any] = {"mediaType": media, "digest": digest, "size": len(blob)}
         if lay.annotations:
             desc["annotations"] = dict(lay.annotations)
