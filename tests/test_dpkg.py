@@ -322,7 +322,7 @@ GOOD = b"Package: a\nStatus: install ok installed\nVersion: 1\nArchitecture: all
 def test_malformed_status_names_the_file(tmp_path: Path, data: bytes, problem: str) -> None:
     with pytest.raises(PkgdbError) as err:
         _read(_status_tree(tmp_path, data))
-    assert str(err.value).startswith("var/lib/dpkg/status")
+    assert str(err.value).startswith("hand: var/lib/dpkg/status: ")
     assert problem in str(err.value)
 
 
@@ -370,7 +370,7 @@ def test_bad_diversions_file(tmp_path: Path) -> None:
             "var/lib/dpkg/diversions": tmp_path / "diversions",
         }
     )
-    with pytest.raises(PkgdbError, match=r"^var/lib/dpkg/diversions: 2 lines"):
+    with pytest.raises(PkgdbError, match=r"^hand: var/lib/dpkg/diversions: 2 lines"):
         _read(t)
 
 
@@ -383,7 +383,7 @@ def test_list_with_relative_path_is_corrupt(tmp_path: Path) -> None:
             "var/lib/dpkg/info/a.list": tmp_path / "a.list",
         }
     )
-    with pytest.raises(PkgdbError, match=r"^var/lib/dpkg/info/a.list: line 3"):
+    with pytest.raises(PkgdbError, match=r"^hand: var/lib/dpkg/info/a.list: line 3"):
         _read(t)
 
 
@@ -396,4 +396,4 @@ def test_fuzzed_status_only_pkgdb_errors(tmp_path: Path, data: bytes) -> None:
     try:
         _read(_status_tree(tmp_path, GOOD + data))
     except PkgdbError as err:
-        assert str(err).startswith("var/lib/dpkg/status")
+        assert str(err).startswith("hand: var/lib/dpkg/status: ")

@@ -188,13 +188,13 @@ def test_garbage_status_exit_2_names_the_file(broken: Path) -> None:
     assert res.returncode == 2
     assert res.stdout == ""
     (line,) = res.stderr.splitlines()
-    assert line.startswith("pkgchunk: error: var/lib/dpkg/status: ")
+    assert line.startswith(f"pkgchunk: error: rootfs:{broken}: var/lib/dpkg/status: ")
 
 
 def test_ignore_pkgdb_errors_leaves_files_unowned(broken: Path) -> None:
     res = run(f"rootfs:{broken}", "--json", "--ignore-pkgdb-errors")
     assert res.returncode == 0, res.stderr
-    assert "pkgchunk: warning: var/lib/dpkg/status: " in res.stderr
+    assert f"pkgchunk: warning: rootfs:{broken}: var/lib/dpkg/status: " in res.stderr
     doc = json.loads(res.stdout)
     assert doc["databases"] == [] and doc["packages"] == []
     sizes = _sizes(broken)

@@ -281,10 +281,8 @@ class DpkgReader:
     def read(self, tree: FileTree, path: str) -> PackageDb:
         try:
             return self._read(tree, path)
-        except PkgdbError:
-            raise
         except PkgchunkError as err:
-            raise PkgdbError(str(err)) from err
+            raise PkgdbError(f"{tree.label or 'image'}: {err}") from err
 
     def _read(self, tree: FileTree, path: str) -> PackageDb:
         admin = parent(path)
@@ -344,10 +342,8 @@ class StatusDReader:
     def read(self, tree: FileTree, path: str) -> PackageDb:
         try:
             return self._read(tree, path)
-        except PkgdbError:
-            raise
         except PkgchunkError as err:
-            raise PkgdbError(str(err)) from err
+            raise PkgdbError(f"{tree.label or 'image'}: {err}") from err
 
     def _read(self, tree: FileTree, path: str) -> PackageDb:
         names = sorted(p for p in tree.entries if parent(p) == path)
