@@ -22,6 +22,7 @@ from .tree import DataRef, Entry, FileTree, Kind, ancestors, encode_path, join, 
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
+META_PREFIX = ".wh..wh."
 #: Largest pax / GNU long-name header accepted (tarfile would read any size into memory).
 MAX_EXT_HEADER = 16 << 20
 
@@ -44,16 +45,16 @@ _EXT_TYPES = (
 )
 
 
-class _HugeHeader(Exception):
-    pass
+class HugeHeader(Exception):
+    """An extended tar header over MAX_EXT_HEADER bytes (the message says where)."""
 
 
-class _GuardedTarInfo(tarfile.TarInfo):
+class GuardedTarInfo(tarfile.TarInfo):
     """Refuses extension headers so large that tarfile would read them whole into memory."""
 
     def _proc_member(self, tarfile: tarfile.TarFile) -> Any:
         if self.type in _EXT_TYPES and self.size > MAX_EXT_HEADER:
-            raise _HugeHeader(f"{self.size}-byte extended header at offset {self.offset}")
+            raise HugeHeader(f"{self.size}-byte extended header at offset {self.offset}")
         return super()._proc_member(tarfile)  # type: ignore[misc]
 
 
@@ -64,7 +65,7 @@ def open_tar(path: str) -> tarfile.TarFile:
         mode="r:",
         encoding="utf-8",
         errors="surrogateescape",
-        tarinfo=_GuardedTarInfo,
+        tarinfo=GuardedTarInfo,
     )
 
 
@@ -120,7 +121,7 @@ class _Flattener:
                         break
                     self._member(label, info, tar_path, size)
                 _check_end(label, tar_path, tf.offset)
-        except _HugeHeader as err:
+        except HugeHeader as err:
             raise InputError(f"{label}: {err}") from None
         except (tarfile.TarError, ValueError, UnicodeError, OverflowError, EOFError) as err:
             raise InputError(f"{label}: corrupt tar: {err}") from None
@@ -136,6 +137,8 @@ class _Flattener:
         if base.startswith(WHITEOUT):
             self._whiteout(label, name, path, base)
             return
+        if META_PREFIX in path and any(p.startswith(META_PREFIX) for p in path.split("/")):
+            return  # inside aufs bookkeeping dirs (.wh..wh.plnk/...): not image content
         if info.type == tarfile.LNKTYPE:
             self._hardlink(label, info, path)
             return
@@ -178,7 +181,7 @@ class _Flattener:
             for child in list(self.children.get(directory, ())):
                 self._remove(child, keep=self.added)
             return
-        if base.startswith(WHITEOUT + WHITEOUT):
+        if base.startswith(META_PREFIX):
             return  # aufs bookkeeping (.wh..wh.plnk etc.), not a whiteout
         hidden = base[len(WHITEOUT) :]
         if hidden in ("", ".", ".."):

@@ -321,3 +321,17 @@ def test_unsupported_member_type(tmp_path: Path) -> None:
     data = info.tobuf(format=tarfile.GNU_FORMAT) + b"\0" * 1024
     with pytest.raises(InputError, match=r"^L1: member 'weird' has unsupported type b'V'$"):
         flat(tmp_path, data)
+
+
+def test_aufs_metadata_is_not_content(tmp_path: Path) -> None:
+    tree = flat(
+        tmp_path,
+        [
+            file("a", b"a"),
+            directory(".wh..wh.plnk"),
+            file(".wh..wh.plnk/123.456", b"aufs hardlink store"),
+            file(".wh..wh.aufs"),
+            directory("d/.wh..wh.orph"),
+        ],
+    )
+    assert set(tree.entries) == {"a"}

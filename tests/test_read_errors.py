@@ -260,7 +260,7 @@ def test_broken_compressed_layer(
 ) -> None:
     ref, digest = corrupt_layer(tmp_path, compression, mutate)
     msg = error(ref)
-    assert msg.startswith(f"{ref}: layer {digest}: "), msg
+    assert msg.startswith(f"{ref}: layer 1 ({digest}): "), msg
     assert problem in msg, msg
 
 
@@ -460,3 +460,14 @@ def test_docker_archive_layer_diff_id_mismatch(tmp_path: Path) -> None:
     msg = error(f"docker-archive:{archive}")
     assert msg.startswith(f"docker-archive:{archive}: layer 2 (sha256:")
     assert msg.endswith(f" the config says {built.diff_ids[1]}")
+
+
+def test_archive_huge_extended_header(tmp_path: Path) -> None:
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type = tarfile.XHDTYPE
+    info.size = 1 << 32
+    archive = tmp_path / "a.tar"
+    archive.write_bytes(info.tobuf(format=tarfile.USTAR_FORMAT) + b"\0" * 1024)
+    assert error(f"oci-archive:{archive}") == (
+        f"oci-archive:{archive}: 4294967296-byte extended header at offset 0"
+    )

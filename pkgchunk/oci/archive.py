@@ -14,6 +14,7 @@ import shutil
 import tarfile
 
 from ..errors import InputError
+from ..flatten import GuardedTarInfo, HugeHeader
 from ..tree import MAX_SYMLINK_HOPS, normalize
 
 _COPY_CHUNK = 1 << 20
@@ -49,7 +50,9 @@ def unpack(label: str, archive: str, dest: str, *, max_bytes: int) -> Unpacked:
     os.makedirs(dest, exist_ok=True)
     total = 0
     try:
-        with tarfile.open(archive, mode="r|*", encoding="utf-8", errors="surrogateescape") as tf:
+        with tarfile.open(
+            archive, mode="r|*", encoding="utf-8", errors="surrogateescape", tarinfo=GuardedTarInfo
+        ) as tf:
             for member in tf:
                 rel = normalize(member.name)
                 if rel is None:
@@ -75,6 +78,8 @@ def unpack(label: str, archive: str, dest: str, *, max_bytes: int) -> Unpacked:
                         )
                     out.aliases.pop(rel, None)
                     _write(label, dest, rel, tf, member)
+    except HugeHeader as err:
+        raise InputError(f"{label}: {err}") from None
     except FileNotFoundError:
         raise InputError(f"{label}: {archive} does not exist") from None
     except IsADirectoryError:

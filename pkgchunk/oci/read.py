@@ -116,7 +116,8 @@ def _assemble(label: str, source: Source, workdir: str, max_bytes: int) -> Image
         key = blob.digest or blob.path
         if key not in done:
             dest = os.path.join(spool_dir, f"{n}.tar")
-            done[key] = spool(label, blob, dest, budget)
+            name = blob.digest or os.path.relpath(blob.path, workdir)
+            done[key] = spool(label, f"{label}: layer {n} ({name})", blob, dest, budget)
         info, tar_path = done[key]
         if diff_ids is not None and diff_ids[n - 1] != info.diff_id:
             raise InputError(

@@ -53,11 +53,12 @@ DOCKER_LAYER_TYPES = {
 
 
 def spool(
-    label: str, blob: LayerBlob, dest: str, budget: Budget
+    label: str, layer_label: str, blob: LayerBlob, dest: str, budget: Budget
 ) -> tuple[LayerInfo, str]:
     """Verify ``blob`` and return its LayerInfo and an uncompressed tar path.
 
     An uncompressed blob is used in place; a compressed one is written to ``dest``.
+    ``label`` names the image (blob errors), ``layer_label`` the layer (stream errors).
     """
     alg = parse_digest(label, blob.digest)[0] if blob.digest else "sha256"
     try:
@@ -66,7 +67,6 @@ def spool(
         raise InputError(f"{label}: blob {blob.digest or blob.path} is missing") from None
     except OSError as err:
         raise InputError(f"{label}: {blob.path}: {err.strerror or err}") from None
-    layer_label = f"{label}: layer {blob.digest or os.path.basename(blob.path)}"
     try:
         with f:
             kind = detect(f.read(4))
