@@ -16,36 +16,11 @@ from pkgchunk.compress import HashingSink, check_level, compressor
 from pkgchunk.errors import InputError, OutputError
 from pkgchunk.layers import LayerSpec
 from pkgchunk.tarwrite import check_specs, members, write_layer
-from pkgchunk.tree import DataRef, Entry, FileTree, encode_path
+from pkgchunk.tree import Entry, FileTree, encode_path
+from tests.writecases import TreeBuilder
 
 T = 1_700_000_000
 BAD = "caf\udce9"  # b"caf\xe9": not UTF-8
-
-
-class TreeBuilder:
-    """A FileTree whose regular files live in one data file under ``root``."""
-
-    def __init__(self, root: Path) -> None:
-        self.data = root / "content.bin"
-        self.data.write_bytes(b"")
-        self.entries: dict[str, Entry] = {}
-
-    def reg(self, path: str, content: bytes, **kw: object) -> None:
-        offset = self.data.stat().st_size
-        with self.data.open("ab") as f:
-            f.write(content)
-        kw.setdefault("mode", 0o644)
-        self.entries[path] = Entry(
-            path=path, kind="reg", size=len(content), data=DataRef(str(self.data), offset),
-            **kw,  # type: ignore[arg-type]
-        )
-
-    def add(self, path: str, kind: str, **kw: object) -> None:
-        kw.setdefault("mode", 0o755 if kind == "dir" else 0o777 if kind == "sym" else 0o644)
-        self.entries[path] = Entry(path=path, kind=kind, **kw)  # type: ignore[arg-type]
-
-    def tree(self) -> FileTree:
-        return FileTree(dict(self.entries), label="test")
 
 
 def sample(root: Path) -> FileTree:

@@ -11,7 +11,7 @@ from typing import Any
 import zstandard
 
 from pkgchunk.layers import LayerSpec
-from pkgchunk.tree import FileTree, encode_path
+from pkgchunk.tree import DataRef, Entry, FileTree, encode_path
 from tests.imagebuild import (
     Layer,
     blockdev,
@@ -139,3 +139,29 @@ def files_under(root: Path) -> set[str]:
         for n in names:
             out.add(os.path.relpath(os.path.join(base, n), root))
     return out
+
+
+class TreeBuilder:
+    """A FileTree whose regular files live in one data file under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.data = root / "content.bin"
+        self.data.write_bytes(b"")
+        self.entries: dict[str, Entry] = {}
+
+    def reg(self, path: str, content: bytes, **kw: object) -> None:
+        offset = self.data.stat().st_size
+        with self.data.open("ab") as f:
+            f.write(content)
+        kw.setdefault("mode", 0o644)
+        self.entries[path] = Entry(
+            path=path, kind="reg", size=len(content), data=DataRef(str(self.data), offset),
+            **kw,  # type: ignore[arg-type]
+        )
+
+    def add(self, path: str, kind: str, **kw: object) -> None:
+        kw.setdefault("mode", 0o755 if kind == "dir" else 0o777 if kind == "sym" else 0o644)
+        self.entries[path] = Entry(path=path, kind=kind, **kw)  # type: ignore[arg-type]
+
+    def tree(self) -> FileTree:
+        return FileTree(dict(self.entries), label="test")
