@@ -68,7 +68,8 @@ class Package:
     def key(self) -> str:
         """Unique within one image: 'name:arch' for dpkg, NEVRA for RPM."""
         if self.release or self.db.startswith("rpm"):
-            return f"{self.name}-{self.evr}.{self.arch}"
+            nevr = f"{self.name}-{self.evr}"
+            return f"{nevr}.{self.arch}" if self.arch else nevr
         return f"{self.name}:{self.arch}" if self.arch else self.name
 
 
