@@ -1,0 +1,301 @@
+"""Ownership + tree + rules -> groups: the units the planner places into layers.
+
+A group is what changes together: a source package (or binary package, with
+``group_by: name``), a rules group, a bucket of unowned files, one big unowned
+file, or the package databases. Every tree path lands in exactly one group.
+
+Order of decisions for one path (first hit wins):
+
+1. a package database file (``Ownership.pkgdb_paths``) -> ``pkgdb``;
+2. an owned path -> its owner's group (several owners: the smallest group key,
+   so the choice never depends on sizes that drift between builds);
+3. unowned, matching an explicit bucket's paths -> that bucket (rules order);
+4. unowned, matching a rules group's paths -> that rules group;
+5. unowned and derived from an owned file: ``__pycache__/NAME.*.pyc`` and
+   ``NAME.pyc`` follow ``NAME.py``; a ``__pycache__`` directory follows its parent;
+   anything under ``usr/lib/modules/VER/`` follows the package owning that kernel;
+6. an unowned regular file larger than ``big_file_threshold`` -> a group of its own;
+7. the catch-all bucket.
+
+Finally every hardlink set moves to the group of its first path (canonical
+order): a layer cannot hold half an inode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from .pkgdb.model import Ownership, Package
+from .rules import BucketRule, Frequency, Glob, GroupRule, Rules
+from .tree import Entry, FileTree, encode_path, parent
+
+GroupKind = Literal["package", "bucket", "bigfile", "pkgdb"]
+
+PKGDB_KEY = "pkgdb"
+RULE_PREFIX = "rule/"
+SOURCE_PREFIX = "src/"
+NAME_PREFIX = "pkg/"
+BUCKET_PREFIX = "bucket/"
+BIG_PREFIX = "big/"
+
+#: Kernel module trees: unowned files below ``PREFIX/VER/`` follow that kernel.
+MODULE_DIRS = ("usr/lib/modules/", "lib/modules/")
+#: Version strings longer than this are recorded as a digest (plan label stays small).
+MAX_VERSION_CHARS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """One unit of placement. ``packages`` are Ownership package keys; ``versions``
+    identify the content for change detection (sorted ``name=evr`` for package
+    groups, a size fingerprint for unowned content); ``paths`` are in canonical
+    order; ``bytes`` counts each hardlinked inode once."""
+
+    key: str
+    kind: GroupKind
+    packages: tuple[str, ...]
+    versions: tuple[str, ...]
+    paths: tuple[str, ...]
+    bytes: int
+    frequency: Frequency | None = None
+    dedicated: bool = False
+
+    @property
+    def version(self) -> str:
+        """The versions as one short string (a digest when long)."""
+        return version_string(self.versions)
+
+
+def version_string(versions: Iterable[str]) -> str:
+    text = " ".join(versions)
+    if len(text) <= MAX_VERSION_CHARS:
+        return text
+    return "~" + hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+def _is_pyc_of(path: str) -> str | None:
+    """The ``.py`` a compiled file derives from, or None."""
+    if not path.endswith(".pyc"):
+        return None
+    head, _, name = path.rpartition("/")
+    if head.endswith("__pycache__") and (head == "__pycache__" or head.endswith("/__pycache__")):
+        stem = name.split(".", 1)[0]
+        if not stem or stem == name:
+            return None
+        base = parent(head)
+        return f"{base}/{stem}.py" if base else f"{stem}.py"
+    return path[:-1]
+
+
+def _kernel_dir(path: str) -> str | None:
+    """``usr/lib/modules/VER`` for a path inside (or equal to) a module tree."""
+    for prefix in MODULE_DIRS:
+        if path.startswith(prefix):
+            ver, _, _ = path[len(prefix) :].partition("/")
+            return prefix + ver if ver else None
+    return None
+
+
+class _Grouper:
+    def __init__(self, tree: FileTree, ownership: Ownership, rules: Rules) -> None:
+        self.tree = tree
+        self.own = ownership
+        self.rules = rules
+        self.rule_names = [Glob.of(r.packages) for r in rules.groups]
+        self.rule_sources = [Glob.of(r.sources) for r in rules.groups]
+        self.rule_paths = [r.path_glob() for r in rules.groups]
+        self.buckets = [(b, b.path_glob()) for b in rules.buckets if not b.catch_all]
+        self.catch_all = rules.buckets[-1]
+        self.pkg_group: dict[str, str] = {}
+        self.kernel_groups: dict[str, str | None] = {}
+
+    # -- packages -> group keys
+
+    def assign_packages(self) -> None:
+        pkg_paths: dict[str, list[str]] = {}
+        if any(r.paths for r in self.rules.groups):
+            for path, keys in self.own.owners.items():
+                for k in keys:
+                    pkg_paths.setdefault(k, []).append(path)
+        for key in sorted(self.own.packages):
+            pkg = self.own.packages[key]
+            self.pkg_group[key] = self._package_key(pkg, pkg_paths.get(key, ()))
+
+    def _package_key(self, pkg: Package, paths: Iterable[str]) -> str:
+        source = pkg.source or pkg.name
+        regs: list[Entry] | None = None
+        for i, rule in enumerate(self.rules.groups):
+            if self.rule_names[i](pkg.name) or self.rule_sources[i](source):
+                return RULE_PREFIX + rule.name
+            if rule.paths:
+                if regs is None:
+                    regs = [e for p in paths if (e := self.tree.get(p)) and e.kind == "reg"]
+                if self._mostly_under(regs, self.rule_paths[i]):
+                    return RULE_PREFIX + rule.name
+        if self.rules.group_by == "name":
+            return NAME_PREFIX + pkg.name
+        return SOURCE_PREFIX + source
+
+    @staticmethod
+    def _mostly_under(regs: list[Entry], glob: Glob) -> bool:
+        """More than half the package's regular-file bytes (count, if all empty) match."""
+        if not regs:
+            return False
+        total = sum(e.size for e in regs)
+        inside = [e for e in regs if glob(e.path)]
+        if not inside:
+            return False
+        if total == 0:
+            return 2 * len(inside) > len(regs)
+        return 2 * sum(e.size for e in inside) > total
+
+    # -- paths -> group keys
+
+    def owned_group(self, path: str) -> str | None:
+        keys = self.own.owners.get(path)
+        if not keys:
+            return None
+        groups = sorted({self.pkg_group[k] for k in keys if k in self.pkg_group})
+        return groups[0] if groups else None
+
+    def kernel_group(self, kdir: str) -> str | None:
+        if kdir not in self.kernel_groups:
+            found = self.owned_group(f"{kdir}/vmlinuz")
+            if found is None:
+                under = sorted(
+                    (p for p in self.own.owners if p.startswith(kdir + "/")), key=encode_path
+                )
+                for p in under:
+                    found = self.owned_group(p)
+                    if found is not None:
+                        break
+            if found is None:
+                found = self.owned_group(kdir)
+            self.kernel_groups[kdir] = found
+        return self.kernel_groups[kdir]
+
+    def derived_group(self, path: str, entry: Entry) -> str | None:
+        py = _is_pyc_of(path)
+        if py is not None:
+            found = self.owned_group(py)
+            if found is not None:
+                return found
+        if entry.kind == "dir" and (path == "__pycache__" or path.endswith("/__pycache__")):
+            found = self.owned_group(parent(path))
+            if found is not None:
+                return found
+        kdir = _kernel_dir(path)
+        if kdir is not None:
+            return self.kernel_group(kdir)
+        return None
+
+    def path_group(self, path: str, entry: Entry) -> str:
+        if path in self.own.pkgdb_paths:
+            return PKGDB_KEY
+        owned = self.owned_group(path)
+        if owned is not None:
+            return owned
+        for bucket, glob in self.buckets:
+            if glob(path):
+                return BUCKET_PREFIX + bucket.name
+        for i, rule in enumerate(self.rules.groups):
+            if self.rule_paths[i](path):
+                return RULE_PREFIX + rule.name
+        derived = self.derived_group(path, entry)
+        if derived is not None:
+            return derived
+        limit = self.rules.big_file_threshold
+        if limit > 0 and entry.kind == "reg" and entry.size > limit:
+            return BIG_PREFIX + path
+        return BUCKET_PREFIX + self.catch_all.name
+
+
+def _move_hardlinks(order: list[str], assigned: dict[str, str], tree: FileTree) -> None:
+    first: dict[int, str] = {}
+    for path in order:
+        link = tree.entries[path].link
+        if link:
+            if link in first:
+                assigned[path] = assigned[first[link]]
+            else:
+                first[link] = path
+
+
+def build_groups(tree: FileTree, ownership: Ownership, rules: Rules) -> tuple[Group, ...]:
+    """Every tree path in exactly one group; groups sorted by key, none empty."""
+    g = _Grouper(tree, ownership, rules)
+    g.assign_packages()
+    order = tree.paths()
+    assigned = {p: g.path_group(p, tree.entries[p]) for p in order}
+    _move_hardlinks(order, assigned, tree)
+
+    paths: dict[str, list[str]] = {}
+    sizes: dict[str, int] = {}
+    links: dict[str, set[int]] = {}
+    for p in order:
+        key = assigned[p]
+        paths.setdefault(key, []).append(p)
+        e = tree.entries[p]
+        if e.kind == "reg":
+            if e.link:
+                seen = links.setdefault(key, set())
+                if e.link in seen:
+                    continue
+                seen.add(e.link)
+            sizes[key] = sizes.get(key, 0) + e.size
+
+    members: dict[str, list[Package]] = {}
+    for pkey, gkey in g.pkg_group.items():
+        members.setdefault(gkey, []).append(ownership.packages[pkey])
+    pkg_keys: dict[str, list[str]] = {}
+    for pkey, gkey in g.pkg_group.items():
+        pkg_keys.setdefault(gkey, []).append(pkey)
+
+    rules_by_key: dict[str, GroupRule | BucketRule] = {}
+    for r in rules.groups:
+        rules_by_key[RULE_PREFIX + r.name] = r
+    for b in rules.buckets:
+        rules_by_key[BUCKET_PREFIX + b.name] = b
+
+    out: list[Group] = []
+    for key in sorted(paths):
+        nbytes = sizes.get(key, 0)
+        pkgs = members.get(key, [])
+        if pkgs:
+            versions = tuple(sorted({f"{p.name}={p.evr}" for p in pkgs}))
+        else:
+            versions = (f"{len(paths[key])} paths {nbytes} bytes",)
+        rule = rules_by_key.get(key)
+        out.append(
+            Group(
+                key=key,
+                kind=_kind(key),
+                packages=tuple(sorted(pkg_keys.get(key, ()))),
+                versions=versions,
+                paths=tuple(paths[key]),
+                bytes=nbytes,
+                frequency=rule.frequency if rule else None,
+                dedicated=rule.dedicated if rule else False,
+            )
+        )
+    return tuple(out)
+
+
+def _kind(key: str) -> GroupKind:
+    if key == PKGDB_KEY:
+        return "pkgdb"
+    if key.startswith(BUCKET_PREFIX):
+        return "bucket"
+    if key.startswith(BIG_PREFIX):
+        return "bigfile"
+    return "package"
+
+
+def packages_by_group(
+    groups: Iterable[Group], packages: Mapping[str, Package]
+) -> dict[str, list[Package]]:
+    """Group key -> its Package objects (for the frequency model and annotations)."""
+    return {g.key: [packages[k] for k in g.packages if k in packages] for g in groups}
