@@ -296,6 +296,11 @@ def populate(root: Path) -> None:
     (root / "etc/conf").write_text("x=1\n")
     os.chown(root / "etc/conf", 1000, 1000)
     os.setxattr(root / "etc/conf", "user.pkgchunk", b"\x00\xffvalue")
+    fix_mtimes(root)
+
+
+def fix_mtimes(root: Path) -> None:
+    """Whole-second, fixed mtimes: edits within the same second as a repack are ambiguous."""
     for dirpath, dirs, files in os.walk(root):
         for name in dirs + files:
             os.utime(os.path.join(dirpath, name), (1_650_000_000, 1_650_000_000),
@@ -326,6 +331,7 @@ def test_umoci_image_equals_its_source_dir(tmp_path: Path) -> None:
     (rootfs / "usr/bin/prog").write_bytes(b"rewritten")  # same inode: prog2 changes too
     (rootfs / "var").mkdir()
     (rootfs / "var/new").write_text("new")
+    fix_mtimes(rootfs)
     subprocess.run([umoci, "repack", "--image", f"{layout}:t", str(tmp_path / "bundle")],
                    check=True)  # fmt: skip
     expected = summary(read_rootfs(str(rootfs)).tree)
