@@ -5,6 +5,8 @@ trailer lines (`` -- Name <mail>  Day, DD Mon YYYY HH:MM:SS +ZZZZ``) are the onl
 history an installed Debian image carries. The changelog is read from the image itself
 (through the image's own symlinks: ``/usr/share/doc/PKG`` is often a link to another
 package's doc directory), and only its first :data:`MAX_BYTES` decompressed bytes.
+Only trailer lines are used, so entries after a malformed heading still count
+(``dpkg-parsechangelog`` stops there; those are decades-old entries in practice).
 """
 
 from __future__ import annotations
