@@ -127,14 +127,13 @@ def query_packages(admindir: Path) -> set[tuple[str, str, str, str]]:
 def query_owners(admindir: Path, paths: Sequence[str]) -> dict[str, set[str]]:
     """Absolute path -> owners ('pkg' or 'pkg:arch' as dpkg-query -S prints them)."""
     require_tool("dpkg-query")
-    out = subprocess.run(
+    raw = subprocess.run(
         ["dpkg-query", f"--admindir={admindir}", "-S", *paths],
         capture_output=True,
-        text=True,
         check=False,
     ).stdout
     owners: dict[str, set[str]] = {}
-    for line in out.splitlines():
+    for line in os.fsdecode(raw).splitlines():
         if line.startswith("diversion by "):
             continue
         names, _, rest = line.partition(": /")

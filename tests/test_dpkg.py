@@ -71,7 +71,11 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
             work,
             "alpha",
             "1:2.0-3",
-            files={"/bin/alpha": b"alpha\n", "/etc/alpha.conf": b"x=1\n"},
+            files={
+                "/bin/alpha": b"alpha\n",
+                "/etc/alpha.conf": b"x=1\n",
+                "/usr/share/alpha/caf\udce9": b"latin-1 name\n",  # not UTF-8 on disk
+            },
             symlinks={"/usr/bin/alpha-link": "alpha"},
             conffiles=["/etc/alpha.conf"],
             fields={"Source": "alpha-src (2.0-1)", "Installed-Size": "123"},
@@ -192,6 +196,7 @@ def test_ownership_matches_dpkg_query_s(root: Path, tree: FileTree, own: Ownersh
     # merged /usr: /bin/alpha is found at usr/bin/alpha; the 'bin' symlink itself is not payload
     assert own.owners["usr/bin/alpha"] == ("alpha:all",)
     assert own.owners["usr/bin/alpha-link"] == ("alpha:all",)
+    assert own.owners["usr/share/alpha/caf\udce9"] == ("alpha:all",)
     native = debbuild.native_arch()
     assert own.owners["usr/share/doc/libmulti/copyright"] == tuple(
         sorted(f"libmulti:{a}" for a in (native, _foreign(native)))
