@@ -72,7 +72,7 @@ class Build:
 
     def __post_init__(self) -> None:
         if not self.stable_time:
-            self.stable_time = owner_stable_times(self.files)
+            self.stable_time = owner_stable_times(self.files, self.sde)
 
     def by_owner(self) -> dict[str | None, list[str]]:
         out: dict[str | None, list[str]] = defaultdict(list)
@@ -94,10 +94,15 @@ class Build:
         return min(r.mtime, self.sde)
 
 
-def owner_stable_times(files: dict[str, FileRec]) -> dict[str, int]:
+def owner_stable_times(files: dict[str, FileRec], sde: int) -> dict[str, int]:
+    """Newest payload mtime per package: its files' mtimes not after SOURCE_DATE_EPOCH.
+
+    A package's payload predates the archive state the build used (SDE is the suite's date);
+    what is newer was written at build time by dpkg or a maintainer script.
+    """
     out: dict[str, int] = {}
     for r in files.values():
-        if r.owner is not None and r.kind in ("reg", "sym"):
+        if r.owner is not None and r.kind in ("reg", "sym") and r.mtime <= sde:
             out[r.owner] = max(out.get(r.owner, 0), r.mtime)
     return out
 
@@ -362,3 +367,28 @@ def changelog_days(info: PkgInfo, ref: int, days: int = 365) -> int:
 
 def iso(epoch: int) -> str:
     return datetime.utcfromtimestamp(epoch).strftime("%Y-%m-%d")
+
+
+def load_real(work: Path, cache: CsizeCache | None = None) -> tuple[Build, Build]:
+    """The real old and new corpus builds (scanned once, then pickled in ``work``)."""
+    import pickle
+
+    pk = work / "models.pickle"
+    if pk.exists():
+        with open(pk, "rb") as f:
+            old, new = pickle.load(f)
+        return old, new
+    cache = cache or CsizeCache(work / "csize-cache.json")
+    builds = []
+    for state in ("old", "new"):
+        root = work / f"debian-{state}.rootfs"
+        sde = int((work / f"debian-{state}.sde").read_text())
+        b = scan_rootfs(root, f"debian-{state}", sde, cache)
+        base = work / f"debian-{state}.base"
+        b.as_built = as_built_from_image(work / f"debian-{state}", ocitar.walk(base), b.files)
+        builds.append(b)
+        cache.save()
+    with open(pk.with_suffix(".tmp"), "wb") as f:
+        pickle.dump((builds[0], builds[1]), f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(pk.with_suffix(".tmp"), pk)
+    return builds[0], builds[1]
