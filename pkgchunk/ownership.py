@@ -72,7 +72,14 @@ def collect(
     notes: list[str] = []
     pkgdb: set[str] = set()
     for reader in found:
-        for path in _detect(reader, tree, notes):
+        try:
+            paths = _detect(reader, tree, notes)
+        except PkgdbError as err:
+            if not ignore_errors:
+                raise
+            notes.append(f"{err}; {reader.format} databases ignored")
+            continue
+        for path in paths:
             try:
                 dbs.append(_read(reader, tree, path, notes))
             except PkgdbError as err:
