@@ -17,8 +17,18 @@ from pkgchunk.cli import cli
 from pkgchunk.errors import OutputError, PkgchunkError
 from pkgchunk.image import Image
 from pkgchunk.load import open_image
+from pkgchunk.oci.store import (
+    CONFIG_MEDIA_TYPE,
+    MANIFEST_MEDIA_TYPE,
+    BlobStore,
+    add_to_index,
+    canonical_json,
+    referenced,
+)
 from pkgchunk.oci.write import WriteOptions, write_image
 from pkgchunk.verify import compare
+from tests.imagebuild import build_image, build_index, write_layout
+from tests.imagebuild import file as tfile
 from tests.writecases import files_under, make_source, split_specs
 
 
@@ -146,7 +156,7 @@ def test_archive_failure_keeps_old_archive(
     def broken_pack(*args: Any) -> None:
         raise OSError(errno.EDQUOT, "Disk quota exceeded")
 
-    monkeypatch.setattr(write_mod, "_pack", broken_pack)
+    monkeypatch.setattr(write_mod, "pack", broken_pack)
     with pytest.raises(OutputError, match="Disk quota exceeded"):
         write(image, f"{transport}:{dest}", compression="zstd")
     assert dest.read_bytes() == old
@@ -200,3 +210,47 @@ def test_cli_reports_one_line_and_exit_2(tmp_path: Path) -> None:
     lines = result.output.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith(f"pkgchunk: error: oci:{tmp_path}/plain/out:t: ")
+
+
+def test_rollback_spares_blobs_another_writer_now_uses(tmp_path: Path, image: Image) -> None:
+    out = tmp_path / "out"
+    write(image, f"oci:{out}:base")
+    store = BlobStore(str(out), "test")
+    shared = store.put_bytes(b'{"shared": true}', CONFIG_MEDIA_TYPE)
+    ours = store.put_bytes(b'{"only ours": true}', CONFIG_MEDIA_TYPE)
+    # Meanwhile another writer commits a tag whose manifest uses the shared blob.
+    other = BlobStore(str(out), "other")
+    manifest = other.put_bytes(
+        canonical_json({"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE,
+                        "config": shared.to_json(), "layers": []}),
+        MANIFEST_MEDIA_TYPE,
+    )
+    add_to_index(str(out), manifest, "other", "other", [shared.digest, manifest.digest])
+    other.keep()
+    store.rollback()
+    assert (out / "blobs" / "sha256" / shared.digest[7:]).exists()
+    assert not (out / "blobs" / "sha256" / ours.digest[7:]).exists()
+    refs = referenced(str(out))
+    assert refs is not None and refs == {p.name for p in (out / "blobs" / "sha256").iterdir()}
+
+
+def test_index_update_refuses_a_vanished_blob(tmp_path: Path, image: Image) -> None:
+    out = tmp_path / "out"
+    write(image, f"oci:{out}:base")
+    before = (out / "index.json").read_bytes()
+    store = BlobStore(str(out), "test")
+    desc = store.put_bytes(b"{}", MANIFEST_MEDIA_TYPE)
+    gone = "sha256:" + "0" * 64
+    with pytest.raises(OutputError, match="disappeared while writing"):
+        add_to_index(str(out), desc, "new", "test", [desc.digest, gone])
+    assert (out / "index.json").read_bytes() == before
+
+
+def test_referenced_follows_nested_indexes(tmp_path: Path) -> None:
+    inner = build_image([[tfile("a", b"a")]], arch="arm64")
+    outer = build_index([build_index([inner]), build_image([[tfile("b", b"b")]])])
+    write_layout(tmp_path / "lay", {"multi": outer})
+    refs = referenced(str(tmp_path / "lay"))
+    assert refs == {p.name for p in (tmp_path / "lay" / "blobs" / "sha256").iterdir()}
+    (tmp_path / "lay" / "blobs" / "sha256" / outer.digest[7:]).write_text("{broken")
+    assert referenced(str(tmp_path / "lay")) is None  # unknown: rollback removes nothing

@@ -17,9 +17,10 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -76,12 +77,15 @@ class BlobStore:
     """``blobs/sha256`` of a layout being written; thread-safe.
 
     Until :meth:`keep` is called, :meth:`rollback` removes every temp file and
-    every blob this store added (blobs that were already there stay).
+    every blob this store added (blobs that were already there stay). In a
+    ``shared`` layout another writer may have started using a blob we added, so
+    rollback removes only blobs no index entry reaches, under the index lock.
     """
 
-    def __init__(self, layout: str, label: str) -> None:
+    def __init__(self, layout: str, label: str, *, shared: bool = True) -> None:
         self.layout = layout
         self.label = label
+        self.shared = shared
         self.dir = os.path.join(layout, "blobs", "sha256")
         self._lock = threading.Lock()
         self._temps: set[str] = set()
@@ -162,17 +166,88 @@ class BlobStore:
         return True
 
     def rollback(self) -> None:
+        """Remove our temp files and the blobs we added that nothing references.
+
+        Never raises: it runs while another error is on its way to the user.
+        """
         with self._lock:
-            doomed = [*self._temps, *self._created]
+            temps, created = list(self._temps), list(self._created)
             self._temps.clear()
             self._created.clear()
-        for path in doomed:
+        for path in temps:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        if not created:
+            return
+        if not self.shared:
+            _unlink_all(created)
+            return
+        try:
+            with locked_index(self.layout, self.label):
+                refs = referenced(self.layout)
+                if refs is not None:
+                    _unlink_all(p for p in created if os.path.basename(p) not in refs)
+        except (OSError, OutputError):
+            pass  # an unreferenced blob left behind is garbage, never damage
 
     def keep(self) -> None:
         with self._lock:
             self._created.clear()
+
+
+def _unlink_all(paths: Iterable[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+#: Bounds on walking a layout's references (a hostile index must not make us loop).
+_MAX_DOCS = 10_000
+_MAX_DOC_BYTES = 16 << 20
+
+
+def referenced(layout: str) -> set[str] | None:
+    """Hex digests of every blob reachable from index.json (nested indexes, manifests,
+    configs, layers); None when some document cannot be read, so nothing may go."""
+    todo: list[Any] = []
+    try:
+        with open(os.path.join(layout, INDEX_FILE), "rb") as f:
+            todo = [json.loads(f.read(_MAX_DOC_BYTES))]
+    except FileNotFoundError:
+        return set()
+    except (OSError, ValueError):
+        return None
+    refs: set[str] = set()
+    docs = 0
+    while todo:
+        doc = todo.pop()
+        docs += 1
+        if docs > _MAX_DOCS or not isinstance(doc, dict):
+            return None
+        manifests, layers = doc.get("manifests") or [], doc.get("layers") or []
+        config = doc.get("config")
+        if not isinstance(manifests, list) or not isinstance(layers, list):
+            return None
+        # Entries of an index are documents to follow; a config and layers are leaves.
+        edges = [(d, True) for d in manifests] + [(d, False) for d in [config, *layers] if d]
+        for desc, follow in edges:
+            digest = desc.get("digest") if isinstance(desc, dict) else None
+            if not isinstance(digest, str) or not digest.startswith("sha256:"):
+                return None
+            hexd = digest[7:]
+            if hexd in refs:
+                continue
+            refs.add(hexd)
+            if not follow:
+                continue
+            try:
+                with open(os.path.join(layout, "blobs", "sha256", hexd), "rb") as f:
+                    todo.append(json.loads(f.read(_MAX_DOC_BYTES)))
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError):
+                return None
+    return refs
 
 
 def init_layout(layout: str, label: str) -> str | None:
@@ -202,6 +277,8 @@ def init_layout(layout: str, label: str) -> str | None:
                 )
             write_atomic(marker, canonical_json({"imageLayoutVersion": LAYOUT_VERSION}))
         except OSError as err:
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
             raise os_error(label, err) from err
     return created
 
@@ -302,9 +379,25 @@ def set_tag(index: dict[str, Any], manifest: Descriptor, tag: str | None) -> dic
     return {**index, "manifests": out}
 
 
-def add_to_index(layout: str, manifest: Descriptor, tag: str | None, label: str) -> None:
-    """Read-modify-write index.json under the lock; the last step of writing an image."""
+def add_to_index(
+    layout: str,
+    manifest: Descriptor,
+    tag: str | None,
+    label: str,
+    blobs: Iterable[str] = (),
+) -> None:
+    """Read-modify-write index.json under the lock; the last step of writing an image.
+
+    ``blobs`` (digests the image needs) are checked to still exist under the lock:
+    a failed concurrent writer may have removed one it had added before we saw it.
+    """
     with locked_index(layout, label):
+        for digest in blobs:
+            if not os.path.exists(os.path.join(layout, "blobs", "sha256", digest[7:])):
+                raise OutputError(
+                    f"{label}: blob {digest} disappeared while writing (a concurrent "
+                    "writer failed?); run again"
+                )
         index = set_tag(read_index(layout, label), manifest, tag)
         index.setdefault("schemaVersion", 2)
         index.setdefault("mediaType", INDEX_MEDIA_TYPE)

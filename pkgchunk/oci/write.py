@@ -12,11 +12,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import copy
-import io
 import os
-import re
 import shutil
-import tarfile
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
@@ -37,19 +34,17 @@ from ..layers import LayerSpec
 from ..refs import ImageRef, parse_ref
 from ..tarwrite import check_specs, write_layer
 from ..tree import FileTree
+from .archivewrite import archive_members, docker_repo_tag, pack
 from .store import (
     CONFIG_MEDIA_TYPE,
     FILE_MODE,
-    INDEX_MEDIA_TYPE,
-    LAYOUT_FILE,
-    LAYOUT_VERSION,
     MANIFEST_MEDIA_TYPE,
     BlobStore,
     Descriptor,
     add_to_index,
     canonical_json,
     init_layout,
-    set_tag,
+    read_index,
 )
 
 #: The layer descriptor annotation naming the LayerSpec a layer was written from.
@@ -141,10 +136,12 @@ def _write_oci(
     created = init_layout(ref.path, label)
     store: BlobStore | None = None
     try:
+        read_index(ref.path, label)  # a broken index.json fails now, before any work
         store = BlobStore(ref.path, label)
         layers = write_layers(store, tree, specs, opts)
         cdesc, mdesc = _put_config_manifest(store, config, layers, opts)
-        add_to_index(ref.path, mdesc, ref.tag, label)
+        needed = [cdesc.digest, mdesc.digest, *(lay.digest for lay in layers)]
+        add_to_index(ref.path, mdesc, ref.tag, label, needed)
         store.keep()
     except BaseException as err:
         if store is not None:
@@ -167,41 +164,22 @@ def _write_archive(
     directory, base = os.path.split(target)
     if os.path.isdir(target):
         raise OutputError(f"{label}: {ref.path} is a directory")
-    repo_tag = _docker_repo_tag(label, ref.tag) if ref.transport == "docker-archive" else None
+    if ref.transport == "docker-archive":
+        docker_repo_tag(label, ref.tag)  # refuse a bad name before any work
     staging: str | None = None
     tmp_archive: str | None = None
     try:
         staging = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=directory)
-        store = BlobStore(staging, label)
+        store = BlobStore(staging, label, shared=False)
         layers = write_layers(store, tree, specs, opts)
         cdesc, mdesc = _put_config_manifest(store, config, layers, opts)
         fd, tmp_archive = tempfile.mkstemp(prefix=f"{base}.tmp-", dir=directory)
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as out:
-            if ref.transport == "oci-archive":
-                index = set_tag(
-                    {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []},
-                    mdesc,
-                    ref.tag,
-                )
-                files: list[tuple[str, bytes | str]] = [
-                    (LAYOUT_FILE, canonical_json({"imageLayoutVersion": LAYOUT_VERSION})),
-                    ("index.json", canonical_json(index)),
-                ]
-                blobs = [cdesc.digest, mdesc.digest, *(lay.digest for lay in layers)]
-            else:
-                manifest = [
-                    {
-                        "Config": _blob_name(cdesc.digest),
-                        "RepoTags": [repo_tag] if repo_tag else [],
-                        "Layers": [_blob_name(lay.digest) for lay in layers],
-                    }
-                ]
-                files = [("manifest.json", canonical_json(manifest))]
-                blobs = [cdesc.digest, *(lay.digest for lay in layers)]
-            for digest in sorted(set(blobs)):
-                files.append((_blob_name(digest), store.path(digest)))
-            _pack(out, files)
+            members = archive_members(
+                ref.transport, store, cdesc, mdesc, [lay.digest for lay in layers], ref.tag, label
+            )
+            pack(out, members)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp_archive, target)
@@ -222,54 +200,6 @@ def _reraise(label: str, err: BaseException) -> NoReturn:
         where = err.filename if isinstance(err.filename, str) else label
         raise OutputError(f"{label}: cannot write {where}: {err.strerror or err}") from err
     raise err
-
-
-def _blob_name(digest: str) -> str:
-    return "blobs/sha256/" + digest.partition(":")[2]
-
-
-def _pack(out: Writable, files: Sequence[tuple[str, bytes | str]]) -> None:
-    """A deterministic tar of ``files`` (name -> bytes or a file path to stream)."""
-    dirs = sorted({d for name, _ in files for d in _parents(name)})
-    tf = tarfile.TarFile(fileobj=out, mode="w", format=tarfile.PAX_FORMAT)  # type: ignore[arg-type]
-    for d in dirs:
-        ti = tarfile.TarInfo(d)
-        ti.type = tarfile.DIRTYPE
-        ti.mode = 0o755
-        tf.addfile(ti)
-    for name, content in files:
-        ti = tarfile.TarInfo(name)
-        ti.mode = 0o644
-        if isinstance(content, bytes):
-            ti.size = len(content)
-            tf.addfile(ti, io.BytesIO(content))
-        else:
-            ti.size = os.path.getsize(content)
-            with open(content, "rb") as f:
-                tf.addfile(ti, f)
-    tf.close()
-
-
-def _parents(name: str) -> list[str]:
-    parts = name.split("/")[:-1]
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
-
-
-_REF_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_DOCKER_REF = re.compile(
-    rf"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?{_REF_COMPONENT}(?:/{_REF_COMPONENT})*"
-    r"(?::[\w][\w.-]{0,127})?$"
-)
-
-
-def _docker_repo_tag(label: str, ref: str | None) -> str | None:
-    """The RepoTags entry for a docker-archive ``:REF`` (``:latest`` added like docker does)."""
-    if ref is None:
-        return None
-    if not _DOCKER_REF.match(ref):
-        raise OutputError(f"{label}: '{ref}' is not a valid docker image name[:tag]")
-    last = ref.rsplit("/", 1)[-1]
-    return ref if ":" in last else ref + ":latest"
 
 
 class _Cancelled(Exception):
