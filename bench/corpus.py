@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build the real Debian 12 benchmark corpus: the same Containerfile-like build at two archive states.
+"""Build the real Debian 12 benchmark corpus: one Containerfile-like build at two archive states.
 
     python3 bench/corpus.py --out bench/work
 
@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import ocitar  # noqa: E402
+import ocitar
 
 MIRROR = "http://deb.debian.org/debian"
 SECURITY = "http://deb.debian.org/debian-security"
@@ -43,18 +43,19 @@ SUITES = {
 }
 
 #: A realistic bare-metal/VM server image: kernel + firmware/microcode, systemd, ssh, admin tools.
-PACKAGES = """
-linux-image-amd64 initramfs-tools firmware-linux-free intel-microcode amd64-microcode
-systemd systemd-sysv systemd-timesyncd dbus udev libpam-systemd apparmor kmod
-openssh-server openssh-client sudo cron logrotate unattended-upgrades
-python3 python3-yaml python3-requests perl
-curl wget ca-certificates gnupg openssl rsync git
-vim less bash-completion locales man-db manpages file jq tmux htop
-procps psmisc lsof strace tcpdump sysstat pciutils usbutils dmidecode smartmontools
-iproute2 iputils-ping nftables netbase ifupdown isc-dhcp-client bind9-dnsutils ethtool
-xz-utils zstd bzip2 unzip
-lvm2 e2fsprogs xfsprogs dosfstools parted fdisk grub-efi-amd64-bin efibootmgr zram-tools
-""".split()
+PACKAGES = [
+    "linux-image-amd64", "initramfs-tools", "firmware-linux-free", "intel-microcode",
+    "amd64-microcode", "systemd", "systemd-sysv", "systemd-timesyncd", "dbus", "udev",
+    "libpam-systemd", "apparmor", "kmod", "openssh-server", "openssh-client", "sudo", "cron",
+    "logrotate", "unattended-upgrades", "python3", "python3-yaml", "python3-requests", "perl",
+    "curl", "wget", "ca-certificates", "gnupg", "openssl", "rsync", "git", "vim", "less",
+    "bash-completion", "locales", "man-db", "manpages", "file", "jq", "tmux", "htop", "procps",
+    "psmisc", "lsof", "strace", "tcpdump", "sysstat", "pciutils", "usbutils", "dmidecode",
+    "smartmontools", "iproute2", "iputils-ping", "nftables", "netbase", "ifupdown",
+    "isc-dhcp-client", "bind9-dnsutils", "ethtool", "xz-utils", "zstd", "bzip2", "unzip", "lvm2",
+    "e2fsprogs", "xfsprogs", "dosfstools", "parted", "fdisk", "grub-efi-amd64-bin", "efibootmgr",
+    "zram-tools",
+]
 
 #: Device nodes a chroot'ed apt/dpkg needs (on a private tmpfs, never the host's /dev).
 DEVICES = [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
@@ -160,7 +161,8 @@ def install_layer(state: str, base: Path, rootfs: Path, sde: int) -> None:
             os.symlink(target, dev / name)
         (dev / "pts").mkdir()
         (dev / "shm").mkdir()
-        run(["mount", "-t", "devpts", "-o", "newinstance,ptmxmode=0666", "devpts", str(dev / "pts")])
+        pts = str(dev / "pts")
+        run(["mount", "-t", "devpts", "-o", "newinstance,ptmxmode=0666", "devpts", pts])
         mounted.append(str(dev / "pts"))
         run(["chroot", str(tmp), "apt-get", "update"], env=env)
         run(
@@ -208,7 +210,10 @@ def write_image(state: str, base: Path, rootfs: Path, out: Path, sde: int) -> No
 
 
 def dpkg_versions(rootfs: Path) -> dict[str, dict[str, str]]:
-    fmt = "${binary:Package}\t${Version}\t${source:Package}\t${source:Version}\t${db:Status-Abbrev}\n"
+    fmt = (
+        "${binary:Package}\t${Version}\t${source:Package}\t${source:Version}\t"
+        "${db:Status-Abbrev}\n"
+    )
     res = subprocess.run(
         ["dpkg-query", f"--admindir={rootfs}/var/lib/dpkg", "-W", f"-f={fmt}"],
         check=True, capture_output=True, text=True,

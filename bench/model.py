@@ -344,7 +344,9 @@ def scan_rootfs(
     return Build(name, files, pkgs, sde, as_built)
 
 
-def as_built_from_image(image_dir: Path, base_paths: Iterable[str], files: Iterable[str]) -> list[list[str]]:
+def as_built_from_image(
+    image_dir: Path, base_paths: Iterable[str], files: Iterable[str]
+) -> list[list[str]]:
     """The two layers of a corpus image as path lists (layer 2 overrides layer 1)."""
     info = json.loads((image_dir / "bench-layers.json").read_text())
     l2 = set(info["layer2_paths"])

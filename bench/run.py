@@ -42,7 +42,9 @@ def toy_build(seed: int = 7, npkg: int = 48) -> Build:
     pkgs: dict[str, PkgInfo] = {}
     files: dict[str, FileRec] = {}
 
-    def add(path: str, kind: str, size: int, owner: str | None, mtime: int, elf: bool = False) -> None:
+    def add(
+        path: str, kind: str, size: int, owner: str | None, mtime: int, elf: bool = False
+    ) -> None:
         digest = f"{seed}:{path}" if kind == "reg" else ""
         csize = (max(20, int(size * rng.uniform(0.2, 0.6))) if kind == "reg" else 0)
         files[path] = FileRec(kind, 0o755 if kind == "dir" else 0o644, 0, 0, mtime, size,
@@ -67,7 +69,8 @@ def toy_build(seed: int = 7, npkg: int = 48) -> Build:
                 p = f"usr/lib/modules/6.1.0-1-amd64/m{j:03d}.ko"
                 size, elf = rng.randrange(2000, 60000), True
             elif j == 0:
-                p, size, elf = f"usr/share/doc/{n}/changelog.Debian.gz", rng.randrange(300, 4000), False
+                p, elf = f"usr/share/doc/{n}/changelog.Debian.gz", False
+                size = rng.randrange(300, 4000)
             elif j % 3 == 1:
                 p, size, elf = f"usr/bin/{n}-{j}", int(math.exp(rng.uniform(7, 13))), True
             else:
@@ -112,7 +115,7 @@ def estimate_check(work: Path, new: Build) -> dict[str, object]:
     index = json.loads((img / "index.json").read_text())
     mdig = index["manifests"][0]["digest"].split(":")[1]
     manifest = json.loads((img / "blobs/sha256" / mdig).read_text())
-    real = [l["size"] for l in manifest["layers"]]
+    real = [x["size"] for x in manifest["layers"]]
     l2 = json.loads((img / "bench-layers.json").read_text())
     est1 = sum(r.csize for r in base.files.values())
     est2 = sum(new.files[p].csize for p in l2["layer2_paths"]) + model.ENTRY_OVERHEAD * len(
@@ -132,7 +135,7 @@ def real_blob_update(work: Path) -> dict[str, object]:
         img = work / f"debian-{state}"
         index = json.loads((img / "index.json").read_text())
         m = json.loads((img / "blobs/sha256" / index["manifests"][0]["digest"][7:]).read_text())
-        return [(l["digest"], l["size"]) for l in m["layers"]]
+        return [(x["digest"], x["size"]) for x in m["layers"]]
 
     old, new = layers("old"), layers("new")
     have = {d for d, _ in old}

@@ -21,6 +21,7 @@ Per update (previous build -> build) and strategy:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,13 +70,13 @@ def floor_bytes(prev: Build, cur: Build) -> int:
 
 
 def update_cost(prev: list[Layer], cur: list[Layer], floor: int) -> dict[str, float]:
-    have = {l.digest for l in prev}
-    pulled = sum(l.csize for l in cur if l.digest not in have)
+    have = {x.digest for x in prev}
+    pulled = sum(x.csize for x in cur if x.digest not in have)
     i = 0
     while i < min(len(prev), len(cur)) and prev[i].digest == cur[i].digest:
         i += 1
-    docker = sum(l.csize for l in cur[i:])
-    total = sum(l.csize for l in cur)
+    docker = sum(x.csize for x in cur[i:])
+    total = sum(x.csize for x in cur)
     return {
         "layers": len(cur),
         "total": total,
@@ -85,8 +86,8 @@ def update_cost(prev: list[Layer], cur: list[Layer], floor: int) -> dict[str, fl
         "ratio": pulled / floor if floor else float("inf"),
         "ratio_docker": docker / floor if floor else float("inf"),
         "reuse": 1 - pulled / total if total else 0.0,
-        "layers_pulled": sum(1 for l in cur if l.digest not in have),
-        "largest_layer": max((l.csize for l in cur), default=0),
+        "layers_pulled": sum(1 for x in cur if x.digest not in have),
+        "largest_layer": max((x.csize for x in cur), default=0),
     }
 
 
@@ -112,7 +113,7 @@ def score_chain(
 ) -> dict[str, dict[str, dict[str, dict[str, object]]]]:
     """{budget: {strategy: {mode: {"updates": [...], summary stats}}}} over consecutive builds."""
     hashes = {m: [entry_hashes(b, m) for b in builds] for m in MODES}
-    floors = [floor_bytes(a, b) for a, b in zip(builds, builds[1:], strict=False)]
+    floors = [floor_bytes(a, b) for a, b in itertools.pairwise(builds)]
     res: dict[str, dict[str, dict[str, dict[str, object]]]] = {}
     for budget in budgets:
         res[str(budget)] = {}

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from model import Build, FileRec, PkgInfo  # noqa: E402
+from model import Build, FileRec, PkgInfo
 
 WEEK = 7 * 86400
 KERNEL_PKG = re.compile(r"^linux-image-(\d+\.\d+\.\d+)-(\d+)-([a-z0-9]+)$")
@@ -51,12 +51,15 @@ class Rates:
     volatile_unowned: tuple[str, ...] = ()
 
 
+DOC_DIRS = ("usr/share/doc/", "usr/share/man/", "usr/share/locale/", "usr/share/info/")
+
+
 def file_class(path: str, rec: FileRec) -> str:
     if rec.elf:
         return "elf"
     if path.startswith("usr/share/doc/") and "/changelog" in path:
         return "changelog"
-    if path.startswith(("usr/share/doc/", "usr/share/man/", "usr/share/locale/", "usr/share/info/")):
+    if path.startswith(DOC_DIRS):
         return "doc"
     return "other"
 
@@ -216,7 +219,7 @@ def generate(start: Build, steps: int, rates: Rates, seed: int = 1) -> list[Buil
                     old_abi = f"{m.group(1)}-{m.group(2)}"
                     rename[old_abi] = f"{m.group(1)}-{int(m.group(2)) + 1}"
 
-        def ren(s: str) -> str:
+        def ren(s: str, rename: dict[str, str] = rename) -> str:
             for a, b in rename.items():
                 s = s.replace(a + "-", b + "-")
             return s
@@ -254,7 +257,10 @@ def generate(start: Build, steps: int, rates: Rates, seed: int = 1) -> list[Buil
                 r = replace(
                     r,
                     owner=owner,
-                    digest=_newhash(r.digest, k) if change else (ren(r.digest) if r.kind == "sym" else r.digest),
+                    digest=(
+                        _newhash(r.digest, k) if change
+                        else (ren(r.digest) if r.kind == "sym" else r.digest)
+                    ),
                     mtime=pkgdate if mtime_new and np not in new_stamped else r.mtime,
                 )
                 if change:
@@ -284,7 +290,8 @@ def generate(start: Build, steps: int, rates: Rates, seed: int = 1) -> list[Buil
                 files[p] = replace(files[p], digest=_newhash(files[p].digest, k))
         # per-package dpkg data: a new version rewrites its md5sums
         for owner in md5_changed:
-            for name in (f"var/lib/dpkg/info/{owner}.md5sums", f"var/lib/dpkg/info/{owner}:amd64.md5sums"):
+            info = "var/lib/dpkg/info/"
+            for name in (f"{info}{owner}.md5sums", f"{info}{owner}:amd64.md5sums"):
                 if name in files:
                     files[name] = replace(files[name], digest=_newhash(files[name].digest, k))
         del any_content
@@ -326,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     old, new = load_real(a.work)
     rates, report = calibrate(old, new)
     series = generate(new, a.steps, rates, a.seed)
-    print(json.dumps({"calibration": {k: v for k, v in report.items() if k != "volatile_unowned_files"},
+    calib = {k: v for k, v in report.items() if k != "volatile_unowned_files"}
+    print(json.dumps({"calibration": calib,
                       "steps": summarise(series, new)}, indent=1))
     return 0
 

@@ -112,7 +112,7 @@ def apko_origin(build: Build, budget: int, prev: Prev | None) -> Plan:
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
 
-    for name, info in build.packages.items():
+    for info in build.packages.values():
         union("src:" + info.source, "src:" + info.source)
         for r in info.replaces:
             if r in build.packages:
