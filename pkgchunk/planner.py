@@ -359,15 +359,20 @@ def plan(
                 dedicated.append(make(members, layer.name, order))
                 continue
             shared = [k for k in members if not by_key[k].dedicated]
-            placed.update(shared)
-            if shared:
+            if any(by_key[k].paths for k in shared):  # never keep a layer of nothing
+                placed.update(shared)
                 clusters.append(make(shared, layer.name, order))
     new = [k for k in by_key if k not in placed]
+    # Groups without paths cost nothing anywhere; they join a layer at the end.
+    pathless = [k for k in new if not by_key[k].paths and not by_key[k].dedicated]
     for k in new:
         if by_key[k].dedicated:
             dedicated.append(make([k]))
-        else:
+        elif by_key[k].paths:
             clusters.append(make([k]))
+    if pathless and not clusters:
+        clusters.append(make(pathless))
+        pathless = []
 
     budget = max_layers - len(dedicated)
     if budget < (1 if clusters else 0):
@@ -380,8 +385,11 @@ def plan(
     if len(merger.alive()) > budget:
         merger.run(budget, 0.0, frozen_pairs=True)
     next_id = merger.next_id
-    movable = {k for k in new if not by_key[k].dedicated}
+    movable = {k for k in new if not by_key[k].dedicated and by_key[k].paths}
     _relocate(clusters, movable, info, budget, min_gain, make)
+    if pathless:
+        home = min((c for c in clusters if c.alive), key=lambda c: (1.0 - c.q, c.id))
+        home.members.extend(pathless)
 
     final = dedicated + [c for c in clusters if c.alive and c.members]
     return Plan(tuple(_order_and_build(final, by_key, prob, sizes)))

@@ -303,6 +303,11 @@ def _bucket(ctx: _Ctx, node: Node, index: int, last: bool) -> BucketRule:
     )
 
 
+def _yaml_problem(err: yaml.MarkedYAMLError) -> str:
+    problem = str(err.problem or "not valid YAML")
+    return f"{err.context}: {problem}" if err.context else problem
+
+
 def _check_plain(ctx: _Ctx, text: str) -> None:
     """Refuse anchors, aliases and oversized documents before building any node graph."""
     count = 0
@@ -322,9 +327,15 @@ def _check_plain(ctx: _Ctx, text: str) -> None:
                     "YAML anchors are not allowed (quote globs that start with '&')",
                 )
     except yaml.MarkedYAMLError as err:
-        raise ctx.fail(err.problem_mark, str(err.problem)) from None
+        raise ctx.fail(err.problem_mark, _yaml_problem(err)) from None
     except yaml.YAMLError as err:
         raise ctx.fail(None, f"not valid YAML: {err}") from None
+
+
+def _name_node(node: Node) -> Node:
+    """The value node of a validated item's 'name' key (for pointing at duplicates)."""
+    found: Node = next(v for k, v in node.value if k.value == "name")
+    return found
 
 
 def parse_rules(text: str, source: str) -> Rules:
@@ -334,7 +345,7 @@ def parse_rules(text: str, source: str) -> Rules:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as err:
-        raise ctx.fail(err.problem_mark, str(err.problem)) from None
+        raise ctx.fail(err.problem_mark, _yaml_problem(err)) from None
     except yaml.YAMLError as err:
         raise ctx.fail(None, f"not valid YAML: {err}") from None
     if root is None:
@@ -372,14 +383,14 @@ def parse_rules(text: str, source: str) -> Rules:
     if "groups" in top:
         for i, gnode in enumerate(_list(ctx, top["groups"], "groups")):
             rule = _group(ctx, gnode, i)
-            unique(rule.name, gnode)
+            unique(rule.name, _name_node(gnode))
             groups.append(rule)
     buckets: list[BucketRule] = []
     if "buckets" in top:
         items = _list(ctx, top["buckets"], "buckets")
         for i, bnode in enumerate(items):
             bucket = _bucket(ctx, bnode, i, last=i == len(items) - 1)
-            unique(bucket.name, bnode)
+            unique(bucket.name, _name_node(bnode))
             buckets.append(bucket)
     if not buckets or not buckets[-1].catch_all:
         if IMPLIED_CATCH_ALL in seen:

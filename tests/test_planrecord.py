@@ -1,0 +1,149 @@
+"""The org.pkgchunk.plan label: round trip, history counting, size, hostile input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pkgchunk.errors import InputError
+from pkgchunk.groups import Group
+from pkgchunk.planner import GroupHistory, Plan, PreviousLayer, PreviousPlan, plan
+from pkgchunk.planrecord import (
+    HISTORY_CAP,
+    LABEL,
+    decode,
+    encode,
+    plan_image,
+    previous_from_labels,
+)
+from pkgchunk.rules import parse_rules
+
+from .test_groups import make_tree, ownership, pkg
+
+
+def grp(key: str, version: str, nbytes: int = 1000) -> Group:
+    return Group(key, "package", (f"{key}:amd64",), (version,), (f"{key}/f",), nbytes)
+
+
+def test_round_trip_keeps_layout_and_counts_history() -> None:
+    groups = [grp("src/a", "a=1"), grp("src/b", "b=1", 10**8), grp("bucket/etc", "3 paths")]
+    first = plan(groups, {g.key: 0.5 for g in groups}, 4, min_gain=0)
+    label = encode(first, groups, None)
+    assert json.loads(label)["v"] == 1 and " " not in label.replace("3 paths", "")
+    prev = decode(label)
+    assert [(la.name, la.groups) for la in prev.layers] == [
+        (la.name, la.groups) for la in first.layers
+    ]
+    assert prev.builds == 1
+    assert prev.history["src/a"] == GroupHistory(seen=1, changed=0, version="a=1")
+
+    # next build: a changed, b did not, c is new, etc vanished
+    now = [grp("src/a", "a=2"), grp("src/b", "b=1", 10**8), grp("src/c", "c=1")]
+    second = plan(now, {g.key: 0.5 for g in now}, 4, prev)
+    again = decode(encode(second, now, prev))
+    assert again.builds == 2
+    assert again.history["src/a"] == GroupHistory(2, 1, "a=2")
+    assert again.history["src/b"] == GroupHistory(2, 0, "b=1")
+    assert again.history["src/c"] == GroupHistory(1, 0, "c=1")
+    assert "bucket/etc" not in again.history
+
+
+def test_history_is_capped_and_scaled() -> None:
+    prev = PreviousPlan(
+        layers=(PreviousLayer("L", ("src/a",)),),
+        history={"src/a": GroupHistory(HISTORY_CAP, 20, "a=1")},
+        builds=99,
+    )
+    groups = [grp("src/a", "a=2")]
+    h = decode(encode(plan(groups, {"src/a": 0.5}, 2, prev), groups, prev)).history["src/a"]
+    # 51 builds with 21 changes, scaled to 50 builds: round(21 * 50 / 51) = 21
+    assert (h.seen, h.changed) == (HISTORY_CAP, round(21 * HISTORY_CAP / (HISTORY_CAP + 1)))
+
+
+def test_label_stays_compact_for_hundreds_of_groups() -> None:
+    groups = [
+        grp(
+            f"src/lib{name}-{i}",
+            " ".join(f"lib{name}{j}-{i}=1.2.{i}-{j}+deb12u1" for j in range(1 + i % 6)),
+        )
+        for i, name in enumerate(["foo", "barbaz", "qux", "python3-x"] * 125)
+    ]
+    result = plan(groups, {g.key: (i % 10) / 10 for i, g in enumerate(groups)}, 64)
+    label = encode(result, groups, None)
+    assert len(label.encode()) < 32 * 1024, len(label)
+    assert len(decode(label).history) == 500
+
+
+BAD = [
+    ("", "not JSON"),
+    ("[1]", "not a JSON object"),
+    ('{"v":2,"n":1,"layers":[]}', "unsupported format version 2"),
+    ('{"v":true,"n":1,"layers":[]}', "unsupported format version True"),
+    ('{"v":1,"n":0,"layers":[]}', "n must be an integer >= 1"),
+    ('{"v":1,"n":1,"layers":{}}', "layers must be a list"),
+    ('{"v":1,"n":1,"layers":[],"x":1}', "unknown fields x"),
+    ('{"v":1,"n":1,"layers":[["a"]]}', "layers[0] must be [name, [groups...]]"),
+    ('{"v":1,"n":1,"layers":[["",[]]]}', "layers[0] name must be a non-empty string"),
+    ('{"v":1,"n":1,"layers":[["a",[]],["a",[]]]}', "layer name 'a' appears twice"),
+    ('{"v":1,"n":1,"layers":[["a",[["k",1,0]]]]}', "must be [key, seen, changed, version]"),
+    ('{"v":1,"n":1,"layers":[["a",[["k",0,0,""]]]]}', "seen must be an integer >= 1"),
+    ('{"v":1,"n":1,"layers":[["a",[["k",2,2,""]]]]}', "changed 2 must be below seen 2"),
+    ('{"v":1,"n":1,"layers":[["a",[["k",1,-1,""]]]]}', "changed must be an integer >= 0"),
+    ('{"v":1,"n":1,"layers":[["a",[["k",1.5,0,""]]]]}', "seen must be an integer"),
+    ('{"v":1,"n":1,"layers":[["a",[["k",1,0,7]]]]}', "version must be a string"),
+    ('{"v":1,"n":1,"layers":[["a",[["k",1,0,""]]],["b",[["k",1,0,""]]]]}', "in two layers"),
+    ("[" * 100_000 + "]" * 100_000, "not JSON"),
+    ('{"v":1,"n":1,"layers":[["a",[["' + "k" * 9000 + '",1,0,""]]]]}', "key must be"),
+]
+
+
+@pytest.mark.parametrize(("label", "words"), BAD, ids=[w for _, w in BAD])
+def test_malformed_labels_are_refused_with_one_line(label: str, words: str) -> None:
+    with pytest.raises(InputError) as info:
+        decode(label)
+    msg = str(info.value)
+    assert msg.startswith(f"{LABEL} label: ") and words in msg and "\n" not in msg
+    previous, warnings = previous_from_labels({LABEL: label, "other": "x"})
+    assert previous is None
+    assert warnings == (f"{msg}; planning from scratch",)
+
+
+def test_missing_label_is_no_previous_plan() -> None:
+    assert previous_from_labels(None) == (None, ())
+    assert previous_from_labels({"org.opencontainers.image.title": "x"}) == (None, ())
+
+
+def test_plan_image_is_the_whole_recipe() -> None:
+    tree = make_tree(
+        {
+            "usr/bin/bash": 1 << 20,
+            "usr/bin/dash": 1 << 18,
+            "etc/hostname": 10,
+            "var/lib/dpkg/status": 5000,
+        }
+    )
+    own = ownership(
+        {pkg("bash"): ["usr/bin/bash"], pkg("dash"): ["usr/bin/dash"]},
+        pkgdb=["var/lib/dpkg/status"],
+    )
+    rules = parse_rules("version: 1\nmax_layers: 3\nbuckets: [{name: etc, paths: [etc/*]}]\n", "r")
+    out = plan_image(tree, own, rules)
+    assert out.warnings == ()
+    assert len(out.plan.layers) <= 3
+    assert [s.paths for s in out.layer_specs] == [la.paths for la in out.plan.layers]
+    assert sorted(p for s in out.layer_specs for p in s.paths) == sorted(tree.entries)
+    assert out.probabilities["pkgdb"] == 1.0
+    prev = decode(out.label)
+
+    again = plan_image(tree, own, rules, {LABEL: out.label}, max_layers=2)
+    assert {la.name for la in again.plan.layers} <= {la.name for la in prev.layers}
+    assert len(again.plan.layers) <= 2
+    assert decode(again.label).builds == 2
+
+    broken = plan_image(tree, own, rules, {LABEL: "{"})
+    assert broken.warnings and broken.warnings[0].startswith(f"{LABEL} label: not JSON")
+    assert decode(broken.label).builds == 1
+    fresh = plan_image(tree, own, rules, {LABEL: out.label}, fresh=True)
+    assert decode(fresh.label).builds == 2  # history kept, layout recomputed
+    assert isinstance(fresh.plan, Plan)
