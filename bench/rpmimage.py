@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import random
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import model
 import ocitar
 from model import resolve_parent
 
@@ -131,6 +135,75 @@ def build(out: Path, fixture: Path = FIXTURE) -> Path:
     ocitar.write_oci_layout(itmp, [blob], sde, history)
     itmp.rename(image)
     return image
+
+
+def _rpmq(db: Path, qf: str) -> list[str]:
+    res = subprocess.run(["rpm", "--dbpath", str(db.resolve()), "-qa", "--qf", qf],
+                         check=True, capture_output=True, text=True)
+    return res.stdout.splitlines()
+
+
+def load_build(out: Path, cache: model.CsizeCache, fixture: Path = FIXTURE) -> model.Build:
+    """The synthesised RPM image as a benchmark Build, ownership and metadata from rpm itself."""
+    image = build(out, fixture)
+    rootfs = out / f"{NAME}.rootfs"
+    dbq = out / f"{NAME}.dbq"
+    shutil.rmtree(dbq, ignore_errors=True)
+    dbq.mkdir()
+    shutil.copy2(fixture / "rpmdb.sqlite", dbq / "rpmdb.sqlite")
+    try:
+        meta = {}
+        for line in _rpmq(dbq, "%{NAME}\\t%{VERSION}-%{RELEASE}\\t%{SOURCERPM}\\t%{SIZE}\\n"):
+            n, v, srpm, size = line.split("\t")
+            src = srpm.rsplit("-", 2)[0] if srpm != "(none)" else n
+            meta[n] = (v, src, int(size))
+        provides: dict[str, str] = {}
+        for line in _rpmq(dbq, "[%{=NAME}\\t%{PROVIDENAME}\\n]"):
+            n, prov = line.split("\t")
+            provides.setdefault(prov, n)
+        owners: dict[str, set[str]] = {}
+        rcache: dict[str, str] = {}
+        for line in _rpmq(dbq, "[%{=NAME}\\t%{FILENAMES}\\n]"):
+            n, path = line.split("\t")
+            provides.setdefault(path, n)
+            owners.setdefault(resolve_parent(rootfs, path, rcache), set()).add(n)
+        requires: dict[str, set[str]] = {n: set() for n in meta}
+        for line in _rpmq(dbq, "[%{=NAME}\\t%{REQUIRENAME}\\n]"):
+            n, req = line.split("\t")
+            if (p := provides.get(req)) and p != n and n in requires:
+                requires[n].add(p)
+        clog: dict[str, list[int]] = {n: [] for n in meta}
+        for line in _rpmq(dbq, "[%{=NAME}\\t%{CHANGELOGTIME}\\n]"):
+            n, t = line.split("\t")
+            if t.isdigit() and n in clog:
+                clog[n].append(int(t))
+    finally:
+        shutil.rmtree(dbq, ignore_errors=True)
+    pkgs = {
+        n: model.PkgInfo(n, v, src, size // 1024, tuple(sorted(requires[n])), (),
+                         tuple(sorted(clog[n], reverse=True)))
+        for n, (v, src, size) in meta.items()
+    }
+    index = json.loads((image / "index.json").read_text())
+    sde = int(datetime.fromisoformat(
+        json.loads((image / "blobs/sha256" / _config_digest(image, index)).read_text())["created"]
+        .replace("Z", "+00:00")).timestamp())
+    b = model.scan_rootfs(rootfs, NAME, sde, cache, with_dpkg=False)
+    files = {}
+    for p, r in b.files.items():
+        own = owners.get(p)
+        owner = None
+        if own and (len(own) == 1 or r.kind != "dir"):
+            owner = sorted(own)[0]
+        files[p] = replace(r, owner=owner)
+    return model.Build(NAME, files, pkgs, sde, [sorted(files)])
+
+
+def _config_digest(image: Path, index: dict[str, object]) -> str:
+    mans = index["manifests"]
+    assert isinstance(mans, list)
+    m = json.loads((image / "blobs/sha256" / mans[0]["digest"][7:]).read_text())
+    return str(m["config"]["digest"][7:])
 
 
 def main(argv: list[str] | None = None) -> int:

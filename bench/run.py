@@ -15,12 +15,14 @@ import math
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import model  # noqa: E402
+import rpmimage  # noqa: E402
 import score  # noqa: E402
 import series  # noqa: E402
 from model import Build, FileRec, PkgInfo  # noqa: E402
@@ -171,6 +173,16 @@ def full(work: Path, out: Path, steps: int, budgets: list[int]) -> dict[str, obj
     t = time.time()
     ser = score.score_chain(STRATEGIES, builds, budgets, log)
     timings["series_score"] = time.time() - t
+    rpm_res: object = None
+    if (rpmimage.FIXTURE / "files.tsv").exists():
+        t = time.time()
+        rb = rpmimage.load_build(work, model.CsizeCache(work / "csize-cache.json"))
+        rrates = replace(rates, volatile_unowned=("var/lib/rpm/rpmdb.sqlite",))
+        rbuilds = [rb, *series.generate(rb, steps, rrates)]
+        rpm_res = score.score_chain(STRATEGIES, rbuilds, budgets, log)
+        timings["rpm_series"] = time.time() - t
+    else:
+        log(f"{rpmimage.FIXTURE}: absent, RPM series skipped")
     update = json.loads((work / "update.json").read_text())
     doc = {
         "mode": "full",
@@ -189,10 +201,16 @@ def full(work: Path, out: Path, steps: int, budgets: list[int]) -> dict[str, obj
         "series_steps": series.summarise(builds[1:], new),
         "real_update": real,
         "series": ser,
+        "rpm_series": rpm_res,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
     }
-    write(out, doc, [("real update debian-old -> debian-new", real),
-                     (f"synthetic series ({steps} updates from debian-new)", ser)])
+    blocks: list[tuple[str, object]] = [
+        ("real update debian-old -> debian-new", real),
+        (f"synthetic series ({steps} updates from debian-new)", ser),
+    ]
+    if rpm_res is not None:
+        blocks.append((f"RPM (Mariner 2.0 rpmdb) synthetic series ({steps} updates)", rpm_res))
+    write(out, doc, blocks)
     return doc
 
 

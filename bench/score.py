@@ -87,6 +87,7 @@ def update_cost(prev: list[Layer], cur: list[Layer], floor: int) -> dict[str, fl
         "ratio_docker": docker / floor if floor else float("inf"),
         "reuse": 1 - pulled / total if total else 0.0,
         "layers_pulled": sum(1 for x in cur if x.digest not in have),
+        "layer_reuse": 1 - sum(1 for x in cur if x.digest not in have) / len(cur) if cur else 0.0,
         "largest_layer": max((x.csize for x in cur), default=0),
     }
 
@@ -148,6 +149,7 @@ def summarise(ups: list[dict[str, float]]) -> dict[str, object]:
             mean("pulled_docker") / mean("floor") if mean("floor") else float("inf")
         ),
         "reuse_mean": mean("reuse"),
+        "layer_reuse_mean": mean("layer_reuse"),
         "largest_layer": ups[-1]["largest_layer"],
         "updates": ups,
     }
@@ -159,9 +161,9 @@ def table(res: dict[str, dict[str, dict[str, dict[str, object]]]], title: str, m
     lines = [f"#### {title} — mtimes {mode}", ""]
     lines.append(
         "| budget | strategy | layers | total MB | pulled MB (mean) | worst MB | x floor | "
-        "worst x floor | reuse % | Docker prefix MB | Docker x floor |"
+        "worst x floor | bytes reused % | layers reused % | Docker prefix MB | Docker x floor |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for budget, by in res.items():
         for name, modes in by.items():
             s = modes[mode]
@@ -169,6 +171,7 @@ def table(res: dict[str, dict[str, dict[str, dict[str, object]]]], title: str, m
                 f"| {budget} | {name} | {s['layers']} | {s['total'] / mb:.1f} | "
                 f"{s['pulled_mean'] / mb:.1f} | {s['pulled_worst'] / mb:.1f} | "
                 f"{s['ratio_mean']:.2f} | {s['ratio_worst']:.2f} | {100 * s['reuse_mean']:.1f} | "
+                f"{100 * s['layer_reuse_mean']:.1f} | "
                 f"{s['pulled_docker_mean'] / mb:.1f} | {s['ratio_docker_mean']:.2f} |"
             )
     floor = next(iter(next(iter(res.values())).values()))[mode]["floor_mean"]

@@ -243,8 +243,8 @@ def _ostree_pack(
     hi_limit = med + 2 * mad
     lo_limit = 0.5 * abs(med - 2 * mad)
     n_bins = budget - 1  # the max-frequency (unpackaged) bin is layer 0
-    hs_cap = int(0.6 * (n_bins - 3))
-    ms_cap = n_bins - hs_cap - 2  # minus the low-size bin and the new-packages bin
+    hs_cap = int(0.6 * (budget - 3))  # minus layer 0, the low-size and the new-packages bins
+    ms_cap = n_bins - hs_cap - 2
     by_size = sorted(rest, key=lambda c: (-rest[c][0], c))
     high = [c for c in by_size if rest[c][0] >= hi_limit]
     singles, spill = high[:hs_cap], high[hs_cap:]
