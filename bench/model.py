@@ -28,6 +28,9 @@ from pathlib import Path
 
 import ocitar
 
+#: Bump when FileRec/PkgInfo/Build or the scan change: cached scans of older versions are redone.
+MODEL_VERSION = 2
+
 #: Estimated compressed bytes a tar entry costs beyond its content (512-byte header, gzipped).
 ENTRY_OVERHEAD = 64
 
@@ -378,8 +381,9 @@ def load_real(work: Path, cache: CsizeCache | None = None) -> tuple[Build, Build
     pk = work / "models.pickle"
     if pk.exists():
         with open(pk, "rb") as f:
-            old, new = pickle.load(f)
-        return old, new
+            version, old, new = pickle.load(f)
+        if version == MODEL_VERSION:
+            return old, new
     cache = cache or CsizeCache(work / "csize-cache.json")
     builds = []
     for state in ("old", "new"):
@@ -391,6 +395,6 @@ def load_real(work: Path, cache: CsizeCache | None = None) -> tuple[Build, Build
         builds.append(b)
         cache.save()
     with open(pk.with_suffix(".tmp"), "wb") as f:
-        pickle.dump((builds[0], builds[1]), f, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump((MODEL_VERSION, builds[0], builds[1]), f, protocol=pickle.HIGHEST_PROTOCOL)
     os.replace(pk.with_suffix(".tmp"), pk)
     return builds[0], builds[1]

@@ -214,11 +214,41 @@ def full(work: Path, out: Path, steps: int, budgets: list[int]) -> dict[str, obj
     return doc
 
 
+def summary(blocks: list[tuple[str, object]]) -> str:
+    """One compact table: per budget and strategy, pulled MB and x floor for every block."""
+    mb = 1e6
+    head = "| budget | strategy | layers (first block) |"
+    sep = "|---|---|---|"
+    for title, _ in blocks:
+        short = title.split(" (")[0].split(" debian")[0]
+        head += f" {short}: as-built mtimes | {short}: clamped | {short}: clamped, Docker |"
+        sep += "---|---|---|"
+    lines = [head, sep]
+    first = blocks[0][1]
+    assert isinstance(first, dict)
+    for budget, by in first.items():
+        for name in by:
+            row = f"| {budget} | {name} | {by[name]['clamped']['layers']} |"
+            for _, res in blocks:
+                assert isinstance(res, dict)
+                s = res[budget][name]
+                a, c = s["as-built"], s["clamped"]
+                row += (
+                    f" {a['pulled_mean'] / mb:.0f} MB ({a['ratio_mean']:.2f}x) |"
+                    f" {c['pulled_mean'] / mb:.0f} MB ({c['ratio_mean']:.2f}x) |"
+                    f" {c['pulled_docker_mean'] / mb:.0f} MB ({c['ratio_docker_mean']:.2f}x) |"
+                )
+            lines.append(row)
+    return "\n".join(lines)
+
+
 def write(out: Path, doc: dict[str, object], blocks: list[tuple[str, object]]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
     md = ["# pkgchunk benchmark results", "",
-          f"Command: `python3 bench/run.py{' --quick' if doc['mode'] == 'quick' else ''}`", ""]
+          f"Command: `python3 bench/run.py{' --quick' if doc['mode'] == 'quick' else ''}`", "",
+          "## Summary: mean pulled bytes per update (x the floor of changed files)", "",
+          summary(blocks), "", "## Details", ""]
     for title, res in blocks:
         for mode in score.MODES:
             md.append(score.table(res, title, mode))  # type: ignore[arg-type]

@@ -141,8 +141,12 @@ def _newhash(digest: str, step: int) -> str:
 
 
 def _stamped(build: Build) -> set[str]:
-    """Paths whose mtime is the build's wall clock (dpkg/maintainer-script written)."""
-    return {p for p, r in build.files.items() if r.mtime != build.clamped_mtime(p)}
+    """Paths whose mtime is the build's wall clock (written by dpkg or a maintainer script).
+
+    The archive state a build installs predates the build: SOURCE_DATE_EPOCH is that state's
+    date, so any mtime after it was made during the build.
+    """
+    return {p for p, r in build.files.items() if r.mtime > build.sde}
 
 
 def _initramfs_pkgs(build: Build) -> set[str]:
@@ -192,10 +196,10 @@ def generate(start: Build, steps: int, rates: Rates, seed: int = 1) -> list[Buil
         sde = start.sde + shift
         pkgdate = sde - 86400
         frac = rng.uniform(0.03, 0.08)
-        n = max(1, round(frac * len(sources)))
+        nbump = max(1, round(frac * len(sources)))
         pool = list(sources)
         chosen: list[str] = []
-        for _ in range(min(n, len(pool))):
+        for _ in range(min(nbump, len(pool))):
             total = sum(weight[s] for s in pool)
             x = rng.uniform(0, total)
             for i, s in enumerate(pool):
