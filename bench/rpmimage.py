@@ -3,14 +3,16 @@
 
     python3 bench/rpmimage.py --out bench/work
 
-Every file the CBL-Mariner 2.0 rpmdb lists (``/work/shared/fixtures/rpmdb/cbl-mariner-2.0-sqlite``)
-is created at its recorded path, mode, size and mtime, symlinks point where rpm says, and the
-database itself sits at ``var/lib/rpm/rpmdb.sqlite`` (copied at build time, never into git).
-Regular files get deterministic pseudo-random content seeded by the file's recorded digest
-(so files rpm says are identical are identical), 40% incompressible 4 KiB blocks and 60% blocks
-of a repeated 512-byte pattern: about 2:1 under gzip, like real binaries. Ghost files are left out,
-as rpm does not install them. Outputs: ``rpm-mariner.rootfs/`` and the OCI layout ``rpm-mariner/``
-(one gzip layer, tag latest). Idempotent.
+Every file the CBL-Mariner 2.0 rpmdb lists (``/work/shared/fixtures/rpmdb/
+cbl-mariner-2.0-sqlite``) is created at its recorded path, mode, size and mtime, symlinks point
+where rpm says, and the database itself sits at ``var/lib/rpm/rpmdb.sqlite`` (copied at build
+time, never into git). Regular files get deterministic pseudo-random content seeded by the file's
+recorded digest (so files rpm says are identical are identical): 40% incompressible 4 KiB blocks
+and 60% blocks of a repeated 512-byte pattern, about 2:1 under gzip like real binaries;
+executables and shared objects start with the ELF magic so the benchmark classifies them as it
+would real ones. Ghost files are left out, as rpm does not install them. Outputs:
+``rpm-mariner.rootfs/`` and the OCI layout ``rpm-mariner/`` (one gzip layer, tag latest).
+Idempotent.
 """
 
 from __future__ import annotations
@@ -38,9 +40,15 @@ NAME = "rpm-mariner"
 USERS = {"root": 0, "utmp": 22}
 
 
-def content(seed: str, size: int) -> bytes:
+def looks_elf(path: str, mode: int) -> bool:
+    """Executables and shared objects were ELF in the real image: keep that file class."""
+    name = path.rsplit("/", 1)[-1]
+    return bool(mode & 0o111) or name.endswith(".so") or ".so." in name
+
+
+def content(seed: str, size: int, elf: bool = False) -> bytes:
     rng = random.Random(hashlib.sha256(seed.encode()).digest())
-    out = bytearray()
+    out = bytearray(b"\x7fELF" if elf else b"")
     while len(out) < size:
         if rng.random() < 0.4:
             out += rng.randbytes(4096)
@@ -115,7 +123,7 @@ def build(out: Path, fixture: Path = FIXTURE) -> Path:
         rel = resolve_parent(tmp, path, cache)
         ap = tmp / rel
         ap.parent.mkdir(parents=True, exist_ok=True)
-        ap.write_bytes(content(digest or path, size))
+        ap.write_bytes(content(digest or path, size, looks_elf(path, mode)))
         os.chown(ap, USERS.get(user, 0), USERS.get(group, 0))
         os.chmod(ap, mode & 0o7777)
         mtimes[rel] = extra.get(path, ("", 0))[1]
