@@ -15,16 +15,31 @@ import os
 import tarfile
 import urllib.parse
 from collections.abc import Iterable
-from typing import Any
 
 from .errors import InputError
-from .tree import DataRef, Entry, FileTree, Kind, ancestors, encode_path, join, normalize, parent
+from .targuard import GuardedTarInfo, HugeHeader
+from .tree import (
+    PATH_MAX,
+    DataRef,
+    Entry,
+    FileTree,
+    Kind,
+    encode_path,
+    join,
+    normalize,
+    parent,
+)
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 META_PREFIX = ".wh..wh."
-#: Largest pax / GNU long-name header accepted (tarfile would read any size into memory).
-MAX_EXT_HEADER = 16 << 20
+#: Bytes of names, link targets and pax records kept or copied per image: a global pax
+#: header applies to every later member, so a small layer could otherwise fill memory.
+MAX_METADATA_BYTES = 1 << 30
+#: Largest device number a layer can carry (8 octal digits, as in ustar).
+MAX_DEVICE = 8**7 - 1
+#: mtimes beyond +-2**53 s do not survive a pax record (read back as a float).
+MAX_MTIME = 1 << 53
 
 _KINDS: dict[bytes, Kind] = {
     tarfile.REGTYPE: "reg",
@@ -36,26 +51,6 @@ _KINDS: dict[bytes, Kind] = {
     tarfile.BLKTYPE: "blk",
     tarfile.FIFOTYPE: "fifo",
 }
-_EXT_TYPES = (
-    tarfile.XHDTYPE,
-    tarfile.XGLTYPE,
-    tarfile.SOLARIS_XHDTYPE,
-    tarfile.GNUTYPE_LONGNAME,
-    tarfile.GNUTYPE_LONGLINK,
-)
-
-
-class HugeHeader(Exception):
-    """An extended tar header over MAX_EXT_HEADER bytes (the message says where)."""
-
-
-class GuardedTarInfo(tarfile.TarInfo):
-    """Refuses extension headers so large that tarfile would read them whole into memory."""
-
-    def _proc_member(self, tarfile: tarfile.TarFile) -> Any:
-        if self.type in _EXT_TYPES and self.size > MAX_EXT_HEADER:
-            raise HugeHeader(f"{self.size}-byte extended header at offset {self.offset}")
-        return super()._proc_member(tarfile)  # type: ignore[misc]
 
 
 def open_tar(path: str) -> tarfile.TarFile:
@@ -106,6 +101,8 @@ class _Flattener:
         self.next_link = 1
         #: Paths the current layer created: whiteouts in it only hide lower layers.
         self.added: set[str] = set()
+        #: Bytes of metadata charged so far (see MAX_METADATA_BYTES).
+        self.metadata = 0
 
     def apply(self, label: str, tar_path: str) -> None:
         self.added = set()
@@ -130,6 +127,16 @@ class _Flattener:
 
     def _member(self, label: str, info: tarfile.TarInfo, tar_path: str, size: int) -> None:
         name = info.name
+        self._charge(label, info)
+        for what, text in (("name", name), ("link target", info.linkname)):
+            if len(text) >= PATH_MAX // 4 and len(encode_path(text)) >= PATH_MAX:
+                # longer than any path Linux (or an extractor) can create
+                raise InputError(
+                    f"{label}: member {name[:60]!r}...: {what} of {len(encode_path(text))}"
+                    f" bytes, more than {PATH_MAX - 1}"
+                )
+        if "\0" in name or "\0" in info.linkname:
+            raise InputError(f"{label}: member {name!r} has a NUL byte in its name or link")
         path = normalize(name)
         if path is None:
             raise InputError(f"{label}: member {name!r} escapes the image root")
@@ -150,6 +157,7 @@ class _Flattener:
             if kind == "dir":
                 return  # the root: not an entry
             raise InputError(f"{label}: member {name!r} names the root but is not a directory")
+        _check_numbers(label, info, kind)
         data = None
         if kind == "reg":
             if info.offset_data + info.size > size:
@@ -172,6 +180,16 @@ class _Flattener:
             data=data,
         )
         self._add(entry)
+
+    def _charge(self, label: str, info: tarfile.TarInfo) -> None:
+        """Count the metadata this member makes us hold or copy against MAX_METADATA_BYTES."""
+        cost = len(info.name) + len(info.linkname)
+        cost += sum(len(k) + len(v) for k, v in info.pax_headers.items())
+        self.metadata += cost
+        if self.metadata > MAX_METADATA_BYTES:
+            raise InputError(
+                f"{label}: names, link targets and pax records exceed {MAX_METADATA_BYTES} bytes"
+            )
 
     def _whiteout(self, label: str, name: str, path: str, base: str) -> None:
         directory = parent(path)
@@ -219,11 +237,18 @@ class _Flattener:
 
     def _add(self, entry: Entry) -> None:
         path = entry.path
-        for anc in ancestors(path):
+        # Every entry's ancestors are directories, so only those below the deepest existing
+        # directory need work: walking up to it keeps deep trees linear.
+        missing = []
+        anc = parent(path)
+        while anc:
             existing = self.entries.get(anc)
             if existing is not None and existing.kind == "dir":
-                continue
-            if existing is not None:
+                break
+            missing.append(anc)
+            anc = parent(anc)
+        for anc in reversed(missing):
+            if anc in self.entries:
                 self._remove(anc)
             self._put(Entry(path=anc, kind="dir", mode=0o755))
         existing = self.entries.get(path)
@@ -260,6 +285,21 @@ class _Flattener:
 
 
 _NODIR = Entry(path="", kind="reg", mode=0)
+
+
+def _check_numbers(label: str, info: tarfile.TarInfo, kind: Kind) -> None:
+    """Refuse numbers no filesystem has and the writer could not give back exactly."""
+    problem = ""
+    if info.size < 0:
+        problem = f"a negative size ({info.size})"
+    elif not -MAX_MTIME <= info.mtime <= MAX_MTIME:
+        problem = f"an mtime out of range ({info.mtime})"
+    elif kind in ("chr", "blk") and not (
+        0 <= info.devmajor <= MAX_DEVICE and 0 <= info.devminor <= MAX_DEVICE
+    ):
+        problem = f"device number {info.devmajor},{info.devminor} out of range"
+    if problem:
+        raise InputError(f"{label}: member {info.name!r} has {problem}")
 
 
 def _xattrs(label: str, info: tarfile.TarInfo) -> tuple[tuple[str, bytes], ...]:

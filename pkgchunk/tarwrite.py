@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from .compress import Writable
 from .errors import InputError, OutputError
 from .layers import LayerSpec
-from .tree import ENC, ERRORS, Entry, FileTree, ancestors, encode_path
+from .tree import ENC, ERRORS, Entry, FileTree, encode_path, parent
 
 WHITEOUT_PREFIX = ".wh."
 
@@ -84,21 +84,22 @@ def members(tree: FileTree, paths: Iterable[str], where: str = "") -> list[str]:
     """The layer's paths plus each parent directory they need, in byte order."""
     own = set(paths)
     need = set(own)
+    seen: set[str] = set()  # ancestors whose own ancestors are checked too
     for path in own:
-        for anc in ancestors(path):
-            if anc in need:
-                continue
+        # Walk up only to the first ancestor already seen: linear even for deep trees.
+        anc = parent(path)
+        while anc and anc not in seen:
+            seen.add(anc)
             entry = tree.entries.get(anc)
-            if entry is None:
-                # The tree itself has no entry; an extractor creates it implicitly,
-                # exactly as it did for the input.
-                continue
-            if entry.kind != "dir":
-                raise OutputError(
-                    f"{where or tree.label}: {_show(path)}: parent {_show(anc)} is a "
-                    f"{entry.kind}, not a directory"
-                )
-            need.add(anc)
+            # No entry: an extractor creates the directory implicitly, as it did for the input.
+            if entry is not None and anc not in own:
+                if entry.kind != "dir":
+                    raise OutputError(
+                        f"{where or tree.label}: {_show(path)}: parent {_show(anc)} is a "
+                        f"{entry.kind}, not a directory"
+                    )
+                need.add(anc)
+            anc = parent(anc)
     return sorted(need, key=encode_path)
 
 

@@ -27,6 +27,9 @@ ERRORS = "surrogateescape"
 
 #: Symlink hops allowed while resolving a path inside the tree (Linux uses 40).
 MAX_SYMLINK_HOPS = 40
+#: Paths and symlink targets this long do not resolve (Linux: ENAMETOOLONG); this also
+#: bounds the work of one :meth:`FileTree.resolve` whatever the links say.
+PATH_MAX = 4096
 
 
 def encode_path(path: str) -> bytes:
@@ -141,38 +144,38 @@ class FileTree:
     def resolve(self, path: str, *, follow_last: bool = True) -> str | None:
         """Resolve ``path`` through the tree's own symlinks, never the host's.
 
-        Returns the tree path it names, or None when it does not exist, loops, or
-        a link points above the root (clamped to the root like chroot would do).
+        Returns the tree path it names, or None when it does not exist, loops, or is
+        PATH_MAX long; a link pointing above the root is clamped to the root like
+        chroot would do. The work is bounded by PATH_MAX and MAX_SYMLINK_HOPS.
         """
         norm = normalize(path)
-        if norm is None:
+        if norm is None or len(norm) >= PATH_MAX:
             return None
-        todo = [p for p in norm.split("/") if p]
-        done: list[str] = []
+        todo = [p for p in reversed(norm.split("/")) if p]  # a stack: next name last
+        done = ""
         hops = 0
         while todo:
-            name = todo.pop(0)
+            name = todo.pop()
             if name == "..":
-                if done:
-                    done.pop()
+                done = parent(done)
                 continue
             if name == ".":
                 continue
-            cur = "/".join([*done, name])
+            cur = f"{done}/{name}" if done else name
             entry = self.entries.get(cur)
-            if entry is None:
+            if entry is None or len(cur) >= PATH_MAX:
                 return None
             if entry.kind == "sym" and (todo or follow_last):
                 hops += 1
-                if hops > MAX_SYMLINK_HOPS:
-                    return None
                 target = entry.target
+                if hops > MAX_SYMLINK_HOPS or len(target) >= PATH_MAX:
+                    return None
                 if target.startswith("/"):
-                    done = []
-                todo = [p for p in target.split("/") if p] + todo
+                    done = ""
+                todo.extend(p for p in reversed(target.split("/")) if p)
                 continue
-            done.append(name)
-        return "/".join(done)
+            done = cur
+        return done
 
 
 class _Window:

@@ -14,7 +14,7 @@ import shutil
 import tarfile
 
 from ..errors import InputError
-from ..flatten import GuardedTarInfo, HugeHeader
+from ..targuard import GuardedTarInfo, HugeHeader
 from ..tree import MAX_SYMLINK_HOPS, normalize
 
 _COPY_CHUNK = 1 << 20
@@ -54,6 +54,13 @@ def unpack(label: str, archive: str, dest: str, *, max_bytes: int) -> Unpacked:
             archive, mode="r|*", encoding="utf-8", errors="surrogateescape", tarinfo=GuardedTarInfo
         ) as tf:
             for member in tf:
+                tf.members.clear()  # type: ignore[attr-defined]  # streamed: keep none
+                # Headers count too: an archive of millions of empty members is no smaller.
+                if tf.offset > max_bytes:
+                    raise InputError(
+                        f"{label}: archive holds more than {max_bytes} bytes"
+                        " (raise PKGCHUNK_MAX_IMAGE_BYTES)"
+                    )
                 rel = normalize(member.name)
                 if rel is None:
                     raise InputError(f"{label}: member {member.name!r} escapes the archive root")
