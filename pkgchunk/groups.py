@@ -10,12 +10,19 @@ Order of decisions for one path (first hit wins):
 2. an owned path -> its owner's group (several owners: the smallest group key,
    so the choice never depends on sizes that drift between builds);
 3. unowned, matching an explicit bucket's paths -> that bucket (rules order);
-4. unowned, matching a rules group's paths -> that rules group;
-5. unowned and derived from an owned file: ``__pycache__/NAME.*.pyc`` and
-   ``NAME.pyc`` follow ``NAME.py``; a ``__pycache__`` directory follows its parent;
-   anything under ``usr/lib/modules/VER/`` follows the package owning that kernel;
-6. an unowned regular file larger than ``big_file_threshold`` -> a group of its own;
-7. the catch-all bucket.
+4. unowned and derived from an owned file (:class:`Derivation`; with
+   ``derived="separate"`` they all go to one ``derived`` group instead):
+   ``__pycache__/NAME.*.pyc`` and ``NAME.pyc`` follow ``NAME.py``; a
+   ``__pycache__`` directory follows its parent; anything under
+   ``usr/lib/modules/VER/`` follows the package owning that kernel;
+5. an unowned regular file larger than ``big_file_threshold`` -> a group of its own;
+6. the catch-all bucket.
+
+A rules group's ``paths`` select packages (most of their bytes there), never
+unowned files: files generated at build time change metadata on every build and
+would drag a big stable group's layer along. For the same reason derived files
+only stay stable when the mtime policy clamps them like their origin
+(:func:`derived_owners` gives the mapping).
 
 Finally every hardlink set moves to the group of its first path (canonical
 order): a layer cannot hold half an inode.
@@ -33,8 +40,12 @@ from .rules import BucketRule, Frequency, Glob, GroupRule, Rules
 from .tree import Entry, FileTree, encode_path, parent
 
 GroupKind = Literal["package", "bucket", "bigfile", "pkgdb"]
+#: Where derived files go: with their origin, or all in one ``derived`` group.
+DerivedMode = Literal["follow", "separate"]
 
 PKGDB_KEY = "pkgdb"
+#: All derived files when they do not follow their origin (``derived="separate"``).
+DERIVED_KEY = "derived"
 RULE_PREFIX = "rule/"
 SOURCE_PREFIX = "src/"
 NAME_PREFIX = "pkg/"
@@ -99,10 +110,80 @@ def _kernel_dir(path: str) -> str | None:
     return None
 
 
+class Derivation:
+    """Which owned path an unowned generated file derives from (``derive(path)``).
+
+    ``NAME.py`` for a compiled ``.pyc``; the parent directory for a ``__pycache__``
+    directory; for anything in a kernel module tree ``usr/lib/modules/VER/`` the
+    kernel's ``vmlinuz`` when owned, else the first owned path in that tree (canonical
+    order), else the tree's directory itself. None when there is no owned origin.
+    """
+
+    def __init__(self, tree: FileTree, ownership: Ownership) -> None:
+        self.tree = tree
+        self.owners = ownership.owners
+        self._kernels: dict[str, str | None] = {}
+
+    def _owned(self, path: str) -> bool:
+        return bool(self.owners.get(path))
+
+    def _kernel_anchor(self, kdir: str) -> str | None:
+        if kdir not in self._kernels:
+            found: str | None = None
+            if self._owned(f"{kdir}/vmlinuz"):
+                found = f"{kdir}/vmlinuz"
+            else:
+                under = [p for p in self.owners if p.startswith(kdir + "/") and self._owned(p)]
+                if under:
+                    found = min(under, key=encode_path)
+                elif self._owned(kdir):
+                    found = kdir
+            self._kernels[kdir] = found
+        return self._kernels[kdir]
+
+    def __call__(self, path: str) -> str | None:
+        if self._owned(path):
+            return None
+        py = _is_pyc_of(path)
+        if py is not None and self._owned(py):
+            return py
+        entry = self.tree.entries.get(path)
+        if entry is not None and entry.kind == "dir" and path.rpartition("/")[2] == "__pycache__":
+            up = parent(path)
+            if up and self._owned(up):
+                return up
+        kdir = _kernel_dir(path)
+        if kdir is not None:
+            return self._kernel_anchor(kdir)
+        return None
+
+
+def derived_owners(tree: FileTree, ownership: Ownership) -> dict[str, tuple[str, ...]]:
+    """Unowned generated path -> the package keys owning its origin.
+
+    For the mtime policy: a derived file stays byte-identical across rebuilds only
+    when it is clamped like its origin, not to SOURCE_DATE_EPOCH (Debian's
+    py3compile output and depmod's ``modules.*`` are written at build time).
+    Package databases are left out.
+    """
+    derive = Derivation(tree, ownership)
+    out: dict[str, tuple[str, ...]] = {}
+    for path in tree.entries:
+        if path in ownership.pkgdb_paths:
+            continue
+        origin = derive(path)
+        if origin is not None:
+            out[path] = tuple(ownership.owners[origin])
+    return out
+
+
 class _Grouper:
-    def __init__(self, tree: FileTree, ownership: Ownership, rules: Rules) -> None:
+    def __init__(
+        self, tree: FileTree, ownership: Ownership, rules: Rules, derived: DerivedMode
+    ) -> None:
         self.tree = tree
         self.own = ownership
+        self.derived_mode = derived
         self.rules = rules
         self.rule_names = [Glob.of(r.packages) for r in rules.groups]
         self.rule_sources = [Glob.of(r.sources) for r in rules.groups]
@@ -110,7 +191,7 @@ class _Grouper:
         self.buckets = [(b, b.path_glob()) for b in rules.buckets if not b.catch_all]
         self.catch_all = rules.buckets[-1]
         self.pkg_group: dict[str, str] = {}
-        self.kernel_groups: dict[str, str | None] = {}
+        self.derive = Derivation(tree, ownership)
 
     # -- packages -> group keys
 
@@ -161,36 +242,9 @@ class _Grouper:
         groups = sorted({self.pkg_group[k] for k in keys if k in self.pkg_group})
         return groups[0] if groups else None
 
-    def kernel_group(self, kdir: str) -> str | None:
-        if kdir not in self.kernel_groups:
-            found = self.owned_group(f"{kdir}/vmlinuz")
-            if found is None:
-                under = sorted(
-                    (p for p in self.own.owners if p.startswith(kdir + "/")), key=encode_path
-                )
-                for p in under:
-                    found = self.owned_group(p)
-                    if found is not None:
-                        break
-            if found is None:
-                found = self.owned_group(kdir)
-            self.kernel_groups[kdir] = found
-        return self.kernel_groups[kdir]
-
-    def derived_group(self, path: str, entry: Entry) -> str | None:
-        py = _is_pyc_of(path)
-        if py is not None:
-            found = self.owned_group(py)
-            if found is not None:
-                return found
-        if entry.kind == "dir" and (path == "__pycache__" or path.endswith("/__pycache__")):
-            found = self.owned_group(parent(path))
-            if found is not None:
-                return found
-        kdir = _kernel_dir(path)
-        if kdir is not None:
-            return self.kernel_group(kdir)
-        return None
+    def derived_group(self, path: str) -> str | None:
+        origin = self.derive(path)
+        return self.owned_group(origin) if origin is not None else None
 
     def path_group(self, path: str, entry: Entry) -> str:
         if path in self.own.pkgdb_paths:
@@ -201,12 +255,9 @@ class _Grouper:
         for bucket, glob in self.buckets:
             if glob(path):
                 return BUCKET_PREFIX + bucket.name
-        for i, rule in enumerate(self.rules.groups):
-            if self.rule_paths[i](path):
-                return RULE_PREFIX + rule.name
-        derived = self.derived_group(path, entry)
+        derived = self.derived_group(path)
         if derived is not None:
-            return derived
+            return derived if self.derived_mode == "follow" else DERIVED_KEY
         limit = self.rules.big_file_threshold
         if limit > 0 and entry.kind == "reg" and entry.size > limit:
             return BIG_PREFIX + path
@@ -224,9 +275,17 @@ def _move_hardlinks(order: list[str], assigned: dict[str, str], tree: FileTree) 
                 first[link] = path
 
 
-def build_groups(tree: FileTree, ownership: Ownership, rules: Rules) -> tuple[Group, ...]:
-    """Every tree path in exactly one group; groups sorted by key, none empty."""
-    g = _Grouper(tree, ownership, rules)
+def build_groups(
+    tree: FileTree, ownership: Ownership, rules: Rules, *, derived: DerivedMode = "follow"
+) -> tuple[Group, ...]:
+    """Every tree path in exactly one group; groups sorted by key, none empty.
+
+    ``derived="follow"`` puts derived files in their origin's group: best when the
+    mtime policy clamps them like their origin (see :func:`derived_owners`); with
+    ``"separate"`` they all form one ``derived`` group (kind bucket), which is what to
+    use while their metadata still changes on every build.
+    """
+    g = _Grouper(tree, ownership, rules, derived)
     g.assign_packages()
     order = tree.paths()
     assigned = {p: g.path_group(p, tree.entries[p]) for p in order}
@@ -287,6 +346,8 @@ def build_groups(tree: FileTree, ownership: Ownership, rules: Rules) -> tuple[Gr
 def _kind(key: str) -> GroupKind:
     if key == PKGDB_KEY:
         return "pkgdb"
+    if key == DERIVED_KEY:
+        return "bucket"
     if key.startswith(BUCKET_PREFIX):
         return "bucket"
     if key.startswith(BIG_PREFIX):

@@ -395,6 +395,18 @@ def plan(
     return Plan(tuple(_order_and_build(final, by_key, prob, sizes)))
 
 
+def _rank(c: _Cluster) -> float:
+    """Bottom-first order for Docker's classic store, which pulls every layer above the
+    first changed one: layer A belongs below B when pA/(bA*qA) < pB/(bB*qB) (swapping
+    two neighbours changes the expected bytes by exactly that comparison), so stable
+    and big layers go first, volatile and small ones last."""
+    p = 1.0 - c.q
+    weight = c.bytes * c.q
+    if weight > 0:
+        return p / weight
+    return math.inf if p > 0 else 0.0
+
+
 def _order_and_build(
     final: list[_Cluster],
     by_key: Mapping[str, Group],
@@ -404,16 +416,17 @@ def _order_and_build(
     for c in final:
         c.members.sort()
         c.q = math.prod(1.0 - prob[m] for m in c.members)
+        c.bytes = sum(sizes[m] for m in c.members)
     kept = sorted((c for c in final if c.frozen), key=lambda c: c.order)
     taken = {c.name for c in kept}
     fresh = [c for c in final if not c.frozen]
     for c in sorted(fresh, key=lambda c: c.members[0]):
         c.name = _layer_name(c.members, sizes, taken)
-    fresh.sort(key=lambda c: (1.0 - c.q, c.name))
+    fresh.sort(key=lambda c: (_rank(c), c.name))
     ordered: list[_Cluster] = []
     i = 0
     for k in kept:
-        while i < len(fresh) and 1.0 - fresh[i].q < 1.0 - k.q:
+        while i < len(fresh) and _rank(fresh[i]) < _rank(k):
             ordered.append(fresh[i])
             i += 1
         ordered.append(k)

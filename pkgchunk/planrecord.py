@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from . import frequency, planner
 from .errors import InputError
-from .groups import Group, build_groups
+from .groups import DerivedMode, Group, build_groups
 from .layers import LayerSpec
 from .pkgdb.model import Ownership
 from .planner import GroupHistory, Plan, PreviousLayer, PreviousPlan
@@ -172,14 +172,17 @@ def plan_image(
     *,
     max_layers: int | None = None,
     fresh: bool = False,
+    derived: DerivedMode = "separate",
 ) -> PlanOutcome:
     """Groups, probabilities, plan, layer specs and the new label in one call.
 
     ``previous_labels`` are the config labels of the previous build (or None);
-    ``fresh`` ignores its layout but keeps its change history.
+    ``fresh`` ignores its layout but keeps its change history. ``derived`` stays
+    "separate" until the mtime policy clamps :func:`~pkgchunk.groups.derived_owners`
+    paths like their origin; then "follow" is better (docs/planner.md, "Derived files").
     """
     previous, warnings = previous_from_labels(previous_labels)
-    groups = build_groups(tree, ownership, rules)
+    groups = build_groups(tree, ownership, rules, derived=derived)
     probs = frequency.probabilities(groups, ownership.packages, previous)
     layout = None if fresh else previous
     result = planner.plan(groups, probs, max_layers or rules.max_layers, layout)

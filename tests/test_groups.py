@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from pkgchunk.groups import Group, build_groups, version_string
+from pkgchunk.groups import Group, build_groups, derived_owners, version_string
 from pkgchunk.pkgdb.model import Ownership, Package, PackageDb
 from pkgchunk.rules import Rules, load_rules, parse_rules
 from pkgchunk.tree import DataRef, Entry, FileTree, ancestors
@@ -145,6 +145,7 @@ def test_kernel_keeps_one_group_across_abi_bumps_and_takes_its_modules() -> None
             "usr/lib/modules/6.1.0-18-amd64/updates/dkms/zfs.ko": 200,
             "usr/lib/modules/6.1.0-18-amd64/extra/vbox.ko": 100,
             "usr/lib/modules/6.1.0-18-amd64/initramfs.img": 3000,
+            "boot/grub/grub.cfg": 50,
         }
     )
     image = pkg("linux-image-6.1.0-18-amd64", "linux-signed-amd64", "6.1.76-1")
@@ -176,11 +177,14 @@ def test_kernel_keeps_one_group_across_abi_bumps_and_takes_its_modules() -> None
         assert where[p] == "rule/kernel", p
     # zfs-modules: all its bytes under usr/lib/modules -> the kernel group by path majority
     assert where[f"{kdir}/updates/dkms/zfs.ko"] == "rule/kernel"
-    # unowned module: the rules group's path claims it (before the size rule)
+    # an unowned module follows the kernel that owns its tree (before the size rule)
     assert where[f"{kdir}/extra/vbox.ko"] == "rule/kernel"
     # the initramfs bucket is explicit, so it wins over the kernel's paths and the size rule
     assert where["boot/initrd.img-6.1.0-18-amd64"] == "bucket/initramfs"
     assert where[f"{kdir}/initramfs.img"] == "bucket/initramfs"
+    # a rules group's paths select packages, never unowned files: grub.cfg is rewritten
+    # by every build and must not drag the kernel's layer along
+    assert where["boot/grub/grub.cfg"] == where["boot/grub"] == "bucket/unowned"
     g = {x.key: x for x in groups}
     assert g["rule/kernel"].packages == (image.key, zfs.key)
 
@@ -239,6 +243,55 @@ def test_pyc_files_follow_their_source() -> None:
     assert where[f"{d}/__pycache__/gone.cpython-311.pyc"] == "bucket/unowned"
     assert where["usr/lib/python2.7/os.pyc"] == "src/python2.7"
     assert where["__pycache__/x.cpython-311.pyc"] == "src/x"
+
+
+def test_derived_files_can_form_one_separate_group() -> None:
+    d = "usr/lib/python3/dist-packages/requests"
+    files: dict[str, Spec] = {
+        f"{d}/api.py": 10,
+        f"{d}/__pycache__/api.cpython-311.pyc": 20,
+        "usr/lib/modules/6.1/vmlinuz": 100,
+        "usr/lib/modules/6.1/modules.dep": 10,
+        "etc/hostname": 5,
+    }
+    tree = make_tree(files)
+    req, kern = pkg("python3-requests", "requests"), pkg("linux-image-6.1", "linux")
+    own = ownership({req: [d, f"{d}/api.py"], kern: ["usr/lib/modules/6.1/vmlinuz"]})
+    rules = parse_rules("version: 1\n", "r")
+    groups = build_groups(tree, own, rules, derived="separate")
+    where = check_partition(tree, groups)
+    derived = {p for p, k in where.items() if k == "derived"}
+    assert derived == set(derived_owners(tree, own))
+    assert {x.key: x.kind for x in groups}["derived"] == "bucket"
+    follow = check_partition(tree, build_groups(tree, own, rules))
+    assert follow[f"{d}/__pycache__/api.cpython-311.pyc"] == "src/requests"
+    assert follow["usr/lib/modules/6.1/modules.dep"] == "src/linux"
+
+
+def test_derived_owners_name_the_origin_packages_for_the_mtime_policy() -> None:
+    d = "usr/lib/python3/dist-packages/requests"
+    tree = make_tree(
+        {
+            f"{d}/api.py": 10,
+            f"{d}/__pycache__/api.cpython-311.pyc": 20,
+            f"{d}/__pycache__/orphan.cpython-311.pyc": 20,
+            "usr/lib/modules/6.1/vmlinuz": 100,
+            "usr/lib/modules/6.1/modules.dep": 10,
+            "var/lib/dpkg/status": 10,
+            "etc/hostname": 5,
+        }
+    )
+    req, kern = pkg("python3-requests", "requests"), pkg("linux-image-6.1", "linux")
+    own = ownership(
+        {req: [d, f"{d}/api.py"], kern: ["usr/lib/modules/6.1/vmlinuz"]},
+        pkgdb=["var/lib/dpkg/status"],
+    )
+    assert derived_owners(tree, own) == {
+        f"{d}/__pycache__": (req.key,),
+        f"{d}/__pycache__/api.cpython-311.pyc": (req.key,),
+        "usr/lib/modules/6.1": (kern.key,),
+        "usr/lib/modules/6.1/modules.dep": (kern.key,),
+    }
 
 
 def test_pkgdb_buckets_and_big_files() -> None:

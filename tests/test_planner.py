@@ -72,6 +72,24 @@ def check_plan(result: Plan, groups: Sequence[Group], max_layers: int) -> None:
         assert list(layer.paths) == expected
 
 
+def docker_cost(layers: Sequence[tuple[int, float]]) -> float:
+    """Expected bytes Docker's classic store pulls: a layer is pulled when it or any
+    layer below it changed (layers as (bytes, change probability), bottom first)."""
+    total, unchanged_below = 0.0, 1.0
+    for nbytes, p in layers:
+        unchanged_below *= 1.0 - p
+        total += nbytes * (1.0 - unchanged_below)
+    return total
+
+
+def assert_docker_order(result: Plan) -> None:
+    order = [(la.bytes, la.change_probability) for la in result.layers]
+    best = docker_cost(order)
+    for i in range(len(order) - 1):
+        swapped = [*order[:i], order[i + 1], order[i], *order[i + 2 :]]
+        assert best <= docker_cost(swapped) * (1 + 1e-12)
+
+
 def test_nothing_to_plan() -> None:
     assert plan([], {}, 5) == Plan(())
 
@@ -85,9 +103,9 @@ def test_big_volatile_groups_get_layers_small_stable_ones_share() -> None:
     where = result.layer_of()
     for big in ("kernel", "firmware", "glibc"):
         assert layout(result)[where[big]] == (big,)
-    # most stable first
-    probs = [layer.change_probability for layer in result.layers]
-    assert probs == sorted(probs)
+    # Docker pulls everything above the first changed layer: no swap of two
+    # neighbours lowers that expected cost
+    assert_docker_order(result)
     sizes = {g.key: g.bytes for g in groups}
     assert result.expected_bytes() == pytest.approx(cost(list(layout(result).values()), sizes, p))
     # an apko-style plan (largest groups alone, the rest in one overflow layer) costs more
@@ -198,6 +216,7 @@ def test_existing_groups_keep_their_layers_new_ones_go_where_they_cost_least() -
     names = [layer.name for layer in second.layers]
     kept = [n for n in names if n in before]
     assert kept == [layer.name for layer in first.layers]
+    assert_docker_order(first)
 
 
 def test_removed_groups_free_their_place_without_moving_others() -> None:

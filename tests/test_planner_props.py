@@ -13,6 +13,8 @@ from pkgchunk.groups import Group
 from pkgchunk.planner import Plan, plan
 from pkgchunk.planrecord import decode, encode
 
+from .test_planner import assert_docker_order
+
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 sizes = st.one_of(
@@ -77,6 +79,7 @@ def test_every_group_exactly_once_within_the_bound(
     assert len({layer.name for layer in result.layers}) == len(result.layers)
     if any(g.paths for g in groups):
         assert all(layer.paths for layer in result.layers)
+    assert_docker_order(result)
 
 
 @SETTINGS
