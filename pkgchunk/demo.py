@@ -29,7 +29,7 @@ from .oci.store import (
     init_layout,
 )
 from .oci.write import WriteOptions
-from .rechunk import layer_table, rechunk
+from .rechunk import PlanOptions, plan_table, rechunk_packages
 from .verify import verify
 
 TAG = "demo"
@@ -318,8 +318,10 @@ def run_demo(directory: str, echo: Callable[[str], None] = print, max_layers: in
     src = build_demo_image(os.path.join(directory, "src"))
     dest = f"oci:{os.path.join(directory, 'out')}:{TAG}"
     echo(f"built {src}")
-    result = rechunk(src, dest, max_layers=max_layers, options=WriteOptions())
-    echo(layer_table(result))
+    result = rechunk_packages(src, dest, PlanOptions(max_layers=max_layers), WriteOptions())
+    if result.previous:
+        echo(f"previous build: {result.previous}")
+    echo(plan_table(result.planned, result.write))
     check = verify(src, dest)
     if check.identical:
         echo(f"identical: {check.paths} paths")

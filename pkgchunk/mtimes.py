@@ -6,8 +6,11 @@ maintainer-script output) gets the build's wall-clock time. Kept as is, those mt
 the digest of every layer that holds such a file on every rebuild.
 
 Policy ``clamp`` (the default): every path owned by a package gets
-``min(mtime, stable time of its owners)``, the stable time of a package being the newest mtime
-among its own payload files (or its RPM build time when it has none); unowned paths get
+``min(mtime, stable time of its owner)``, the stable time of a package being the newest mtime
+among its own payload files (or its RPM build time when it has none). A file with several
+owners takes the newest of their times; a directory with several owners the oldest, because
+every layer holding a file below it carries the directory's entry too, and its mtime must not
+move when just one of its owners is updated. Unowned paths get
 ``min(mtime, SOURCE_DATE_EPOCH)`` when an epoch is given. Mtimes only ever move backwards and no
 time is invented. Policy ``keep`` leaves every mtime as it is.
 
@@ -24,6 +27,9 @@ from .pkgdb.model import Ownership
 from .tree import FileTree
 
 Policy = Literal["clamp", "keep"]
+
+#: Config label recording the policy (and epoch), so ``verify`` can apply it to the input.
+LABEL = "org.pkgchunk.mtime"
 POLICIES: tuple[Policy, ...] = ("clamp", "keep")
 
 #: Files the package manager writes for a package at install time: not payload.
@@ -63,7 +69,15 @@ def apply(
     for path in tree.entries:
         owners = ownership.owners.get(path)
         times = [stable[k] for k in owners if k in stable] if owners else []
-        limit = max(times) if times else source_date_epoch
+        if not times:
+            limit = source_date_epoch
+        elif tree.entries[path].kind == "dir":
+            # Every layer with a file below a directory carries that directory's entry, so
+            # its mtime must not move when one of its many owners is updated: the oldest
+            # owner's time only moves when that owner does.
+            limit = min(times)
+        else:
+            limit = max(times)
         if limit is not None and source_date_epoch is not None:
             limit = min(limit, source_date_epoch)
         if limit is not None:
@@ -88,3 +102,18 @@ def _clamp_all(tree: FileTree, epoch: int) -> FileTree:
         for p, e in tree.entries.items()
     }
     return FileTree(entries=entries, label=tree.label)
+
+
+def label_value(policy: Policy, source_date_epoch: int | None) -> str:
+    return policy if source_date_epoch is None else f"{policy};epoch={source_date_epoch}"
+
+
+def parse_label(value: str) -> tuple[Policy, int | None] | None:
+    """(policy, epoch) from the label value, or None when it is not one we wrote."""
+    policy, _, rest = value.partition(";")
+    epoch = int(rest[6:]) if rest.startswith("epoch=") and rest[6:].isdigit() else None
+    if policy == "clamp":
+        return "clamp", epoch
+    if policy == "keep":
+        return "keep", epoch
+    return None

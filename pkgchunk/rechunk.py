@@ -8,26 +8,29 @@ exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
-from .compress import LAYER_MEDIA_TYPES
+from . import mtimes
 from .grouping import by_top_dir
 from .image import Image
 from .layers import LayerSpec
 from .load import open_image
 from .oci.write import ReusableBlob, WriteOptions, WriteResult, write_image
+from .ownership import collect
+from .pkgdb.model import Ownership
+from .planrecord import LABEL, PlanOutcome, plan_image
+from .previous import SAME_BYTES, Previous, dest_has_tag, open_previous
 from .refs import ImageRef, parse_ref
+from .rules import default_rules_name, load_rules
+from .tree import FileTree
 
 Planner = Callable[[Image], Sequence[LayerSpec]]
 
 DEFAULT_MAX_LAYERS = 64
 
-#: Docker media types whose blobs are byte-compatible with an OCI layer type.
-_SAME_BYTES = {
-    "application/vnd.docker.image.rootfs.diff.tar.gzip": LAYER_MEDIA_TYPES["gzip"],
-    "application/vnd.docker.image.rootfs.diff.tar.zstd": LAYER_MEDIA_TYPES["zstd"],
-    "application/vnd.docker.image.rootfs.diff.tar": LAYER_MEDIA_TYPES["none"],
-}
 
 
 def source_blobs(image: Image) -> dict[str, ReusableBlob]:
@@ -37,7 +40,7 @@ def source_blobs(image: Image) -> dict[str, ReusableBlob]:
         path = image.blob_path.get(layer.digest)
         if path is None or not layer.diff_id:
             continue
-        media_type = _SAME_BYTES.get(layer.media_type, layer.media_type)
+        media_type = SAME_BYTES.get(layer.media_type, layer.media_type)
         out.setdefault(layer.diff_id, ReusableBlob(path, layer.digest, layer.size, media_type))
     return out
 
@@ -104,4 +107,143 @@ def layer_table(result: WriteResult) -> str:
         )
         lines.append(line.rstrip())
     lines.append(f"{result.ref}: manifest {result.manifest_digest}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- package plans
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """How to plan: rules (path or shipped name; None = by image family), layer budget
+    (None = the rules'), previous build (None = DEST's tag when it exists), fresh
+    (ignore the previous layout, keep its history) and the mtime policy."""
+
+    rules: str | None = None
+    max_layers: int | None = None
+    prev: str | None = None
+    fresh: bool = False
+    mtime_policy: mtimes.Policy = "clamp"
+    ignore_pkgdb_errors: bool = False
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A planned image: the tree as it will be written, and the plan for it."""
+
+    tree: FileTree
+    ownership: Ownership
+    rules_name: str
+    outcome: PlanOutcome
+
+
+@dataclass(frozen=True)
+class RechunkResult:
+    write: WriteResult
+    planned: Planned
+    previous: str | None
+    warnings: tuple[str, ...]
+
+
+def plan_tree(
+    tree: FileTree,
+    opts: PlanOptions,
+    previous_labels: Mapping[str, str] | None,
+    source_date_epoch: int | None = None,
+) -> Planned:
+    """Ownership, rules, mtime policy and plan for one flattened tree (no writing)."""
+    ownership = collect(tree, ignore_errors=opts.ignore_pkgdb_errors)
+    if opts.rules is not None:
+        rules, rules_name = load_rules(opts.rules), opts.rules
+    else:
+        rules_name = default_rules_name(ownership)
+        rules = load_rules(rules_name)
+    tree = mtimes.apply(
+        tree, ownership, policy=opts.mtime_policy, source_date_epoch=source_date_epoch
+    )
+    outcome = plan_image(
+        tree, ownership, rules, previous_labels, max_layers=opts.max_layers, fresh=opts.fresh
+    )
+    return Planned(tree, ownership, rules_name, outcome)
+
+
+def _previous(dest: ImageRef, opts: PlanOptions) -> Previous | None:
+    if opts.prev is not None:
+        return open_previous(opts.prev)
+    if dest_has_tag(dest):
+        return open_previous(dest)
+    return None
+
+
+def rechunk_packages(
+    src: str | ImageRef,
+    dest: str | ImageRef,
+    opts: PlanOptions | None = None,
+    write: WriteOptions | None = None,
+) -> RechunkResult:
+    """The main job: flatten SRC, plan by package (stable against the previous build),
+    write DEST reusing every unchanged compressed layer."""
+    opts = opts or PlanOptions()
+    wopts = write or WriteOptions()
+    dest_ref = parse_ref(dest, output=True) if isinstance(dest, str) else dest
+    with contextlib.ExitStack() as stack:
+        prev = _previous(dest_ref, opts)
+        if prev is not None:
+            stack.callback(prev.close)
+        with open_image(src) as image:
+            planned = plan_tree(
+                image.tree, opts, prev.labels if prev else None, wopts.source_date_epoch
+            )
+            labels = {
+                **wopts.labels,
+                LABEL: planned.outcome.label,
+                mtimes.LABEL: mtimes.label_value(opts.mtime_policy, wopts.source_date_epoch),
+            }
+            reuse = {**source_blobs(image), **(prev.reuse if prev else {}), **wopts.reuse}
+            final = dataclasses.replace(wopts, labels=labels, reuse=reuse)
+            result = write_image(
+                planned.tree, image.config, planned.outcome.layer_specs, dest_ref, final
+            )
+        warnings = planned.ownership.warnings + planned.outcome.warnings
+        return RechunkResult(result, planned, prev.ref if prev else None, warnings)
+
+
+def plan_only(src: str | ImageRef, opts: PlanOptions | None = None) -> Planned:
+    """The plan ``rechunk`` would write for SRC (``pkgchunk plan``)."""
+    opts = opts or PlanOptions()
+    prev = open_previous(opts.prev) if opts.prev is not None else None
+    try:
+        with open_image(src) as image:
+            return plan_tree(image.tree, opts, prev.labels if prev else None)
+    finally:
+        if prev is not None:
+            prev.close()
+
+
+def plan_table(planned: Planned, result: WriteResult | None = None) -> str:
+    """Layer, size, packages, change probability (and digest when written)."""
+    rows = [("LAYER", "SIZE", "P(change)", "PACKAGES", "DIGEST")]
+    written = {w.name: w for w in result.layers} if result is not None else {}
+    for layer in planned.outcome.plan.layers:
+        w = written.get(layer.name)
+        size = human_size(w.size if w is not None else layer.bytes)
+        pk = ",".join(layer.packages[:4]) + (
+            f",+{len(layer.packages) - 4}" if len(layer.packages) > 4 else ""
+        )
+        digest = ""
+        if w is not None:
+            digest = w.digest.partition(":")[2][:12] + (" reused" if w.reused else "")
+        rows.append((layer.name, size, f"{layer.change_probability:.2f}", pk or "-", digest))
+    width = [min(max(len(r[i]) for r in rows), 48) for i in range(4)]
+    lines = [
+        f"{r[0][:48]:<{width[0]}}  {r[1]:>{width[1]}}  {r[2]:>{width[2]}}  "
+        f"{r[3][:48]:<{width[3]}}  {r[4]}".rstrip()
+        for r in rows
+    ]
+    total = sum(layer.bytes for layer in planned.outcome.plan.layers)
+    lines.append(
+        f"{len(planned.outcome.plan.layers)} layers, {human_size(total)} uncompressed,"
+        f" rules {planned.rules_name}"
+    )
+    if result is not None:
+        lines.append(f"{result.ref}: manifest {result.manifest_digest}")
     return "\n".join(lines)

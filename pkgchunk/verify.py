@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import mtimes
 from .load import open_image
+from .ownership import collect
 from .refs import ImageRef
 from .tree import ENC, ERRORS, Entry, FileTree, encode_path
 
@@ -203,8 +205,16 @@ def verify(
             check_config = not (_is_rootfs(ref_a) or _is_rootfs(ref_b))
         if check_config:
             diffs.extend(compare_config(a.config, b.config))
+        tree_a = a.tree
+        policy = mtimes.parse_label(b.labels.get(mtimes.LABEL, ""))
+        if policy is not None and not ignore_mtime:
+            # B says how rechunk moved mtimes: apply the same policy to A, compare exactly.
+            ownership = collect(tree_a, ignore_errors=True)
+            tree_a = mtimes.apply(
+                tree_a, ownership, policy=policy[0], source_date_epoch=policy[1]
+            )
         diffs.extend(
-            compare(a.tree, b.tree, ignore_mtime=ignore_mtime, mtime_clamp=mtime_clamp)
+            compare(tree_a, b.tree, ignore_mtime=ignore_mtime, mtime_clamp=mtime_clamp)
         )
         return VerifyResult(paths=len(a.tree), differences=tuple(diffs))
 

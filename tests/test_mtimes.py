@@ -62,3 +62,14 @@ def test_hardlinked_paths_share_one_mtime() -> None:
     own = _own({"usr/bin/x": ("p",), "var/lib/dpkg/y": ("q",), "usr/bin/w": ("q",)})
     out = mtimes.apply(tree, own)
     assert out.entries["usr/bin/x"].mtime == out.entries["var/lib/dpkg/y"].mtime == 200
+
+
+def test_shared_directory_takes_oldest_owner_time() -> None:
+    # usr/share_d is owned by a (payload at 100) and b (payload at 300): an update of b
+    # must not move the directory's mtime, since every layer below it carries its entry.
+    tree = _tree(usr__share_d=9000, usr__share__a=100, usr__share__b=300)
+    own = _own({"usr/share_d": ("a", "b"), "usr/share/a": ("a",), "usr/share/b": ("b",)})
+    out = mtimes.apply(tree, own)
+    assert out.entries["usr/share_d"].mtime == 100
+    bumped = _tree(usr__share_d=9500, usr__share__a=100, usr__share__b=800)
+    assert mtimes.apply(bumped, own).entries["usr/share_d"].mtime == 100

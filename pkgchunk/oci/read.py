@@ -22,6 +22,10 @@ from .dockerarchive import read_docker_archive
 from .readlayout import Layout, select_manifest
 from .spool import Budget, LayerBlob, spool
 
+#: Layers one image may have. Runtimes stop far below (overlayfs: ~128 lower dirs), and
+#: this is also the most layers pkgchunk writes, so any image it reads it can write back.
+MAX_LAYERS = 1000
+
 
 @dataclass
 class Source:
@@ -38,26 +42,28 @@ def read_image(ref: ImageRef, *, max_bytes: int) -> Image:
     label = str(ref)
     workdir = tempfile.mkdtemp(prefix="pkgchunk-")
     try:
-        if ref.transport == "oci":
-            source = _read_layout(label, Layout(label, ref.path), ref.tag)
-        elif ref.transport == "oci-archive":
-            unpacked = unpack(
-                label, ref.path, os.path.join(workdir, "archive"), max_bytes=max_bytes
-            )
-            layout = Layout(label, unpacked.root, resolve=unpacked.path)
-            source = _read_layout(label, layout, ref.tag)
-        elif ref.transport == "docker-archive":
-            unpacked = unpack(
-                label, ref.path, os.path.join(workdir, "archive"), max_bytes=max_bytes
-            )
-            manifest, config, layers, paths = read_docker_archive(label, unpacked, ref.tag)
-            source = Source(manifest, config, layers, paths)
-        else:
-            raise InputError(f"{label}: not an OCI transport")
-        return _assemble(label, source, workdir, max_bytes)
+        return _assemble(label, read_source(ref, workdir, max_bytes=max_bytes), workdir, max_bytes)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
+
+
+def read_source(ref: ImageRef, workdir: str, *, max_bytes: int) -> Source:
+    """Manifest, config and layer blobs of ``ref``, verified but not spooled or flattened.
+
+    What ``diff`` and a previous build need; archives are unpacked under ``workdir``.
+    """
+    label = str(ref)
+    if ref.transport == "oci":
+        return _read_layout(label, Layout(label, ref.path), ref.tag)
+    if ref.transport in ("oci-archive", "docker-archive"):
+        unpacked = unpack(label, ref.path, os.path.join(workdir, "archive"), max_bytes=max_bytes)
+        if ref.transport == "oci-archive":
+            layout = Layout(label, unpacked.root, resolve=unpacked.path)
+            return _read_layout(label, layout, ref.tag)
+        manifest, config, layers, paths = read_docker_archive(label, unpacked, ref.tag)
+        return Source(manifest, config, layers, paths)
+    raise InputError(f"{label}: not an OCI transport")
 
 
 def _read_layout(label: str, layout: Layout, tag: str | None) -> Source:
@@ -105,6 +111,10 @@ def _descriptor(label: str, raw: object, what: str) -> dict[str, Any]:
 
 
 def _assemble(label: str, source: Source, workdir: str, max_bytes: int) -> Image:
+    if len(source.layers) > MAX_LAYERS:
+        raise InputError(
+            f"{label}: {len(source.layers)} layers, more than the {MAX_LAYERS} pkgchunk reads"
+        )
     diff_ids = _diff_ids(label, source.config, len(source.layers))
     budget = Budget(label, max_bytes)
     spool_dir = os.path.join(workdir, "layers")
@@ -118,6 +128,8 @@ def _assemble(label: str, source: Source, workdir: str, max_bytes: int) -> Image
             dest = os.path.join(spool_dir, f"{n}.tar")
             name = blob.digest or os.path.relpath(blob.path, workdir)
             done[key] = spool(label, f"{label}: layer {n} ({name})", blob, dest, budget)
+        else:
+            budget.take(os.path.getsize(done[key][1]))  # flattened again: it costs again
         info, tar_path = done[key]
         if diff_ids is not None and diff_ids[n - 1] != info.diff_id:
             raise InputError(

@@ -1,0 +1,124 @@
+"""What a client holding OLD pulls to get NEW, and which groups changed: the update cost.
+
+A registry client (containers/image, containerd) fetches every layer blob of NEW
+whose digest it does not hold; Docker's classic store reuses only the common
+prefix of the layer list, so that cost is reported too. Only manifests and
+configs are read, never layer contents.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+from .errors import InputError
+from .load import default_max_bytes
+from .oci.read import Source, read_source
+from .oci.write import LAYER_ANNOTATION
+from .planrecord import LABEL, decode
+from .refs import ImageRef, parse_ref
+
+
+@dataclass(frozen=True, slots=True)
+class LayerChange:
+    name: str
+    digest: str
+    size: int
+    pulled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GroupChange:
+    """A group whose version differs (``old``/``new`` '' when it was added/removed)."""
+
+    group: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class DiffResult:
+    old: str
+    new: str
+    pull_bytes: int
+    total_bytes: int
+    prefix_pull_bytes: int
+    layers: tuple[LayerChange, ...]
+    groups: tuple[GroupChange, ...]
+
+
+def _read(ref: ImageRef, workdir: str) -> Source:
+    return read_source(ref, workdir, max_bytes=default_max_bytes())
+
+
+def _versions(label: str, source: Source) -> dict[str, str]:
+    cfg = source.config.get("config") or {}
+    labels = cfg.get("Labels") if isinstance(cfg, dict) else None
+    value = labels.get(LABEL) if isinstance(labels, dict) else None
+    if not isinstance(value, str):
+        return {}
+    try:
+        plan = decode(value)
+    except InputError:
+        return {}
+    return {key: hist.version for key, hist in plan.history.items()}
+
+
+def diff(old: str | ImageRef, new: str | ImageRef) -> DiffResult:
+    old_ref = parse_ref(old) if isinstance(old, str) else old
+    new_ref = parse_ref(new) if isinstance(new, str) else new
+    for ref in (old_ref, new_ref):
+        if ref.transport == "rootfs":
+            raise InputError(f"{ref}: diff compares images, not a rootfs")
+    workdir = tempfile.mkdtemp(prefix="pkgchunk-diff-")
+    try:
+        a = _read(old_ref, workdir + "/a")
+        b = _read(new_ref, workdir + "/b")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    held = {blob.digest for blob in a.layers}
+    layers = []
+    prefix_broken = False
+    prefix_pull = 0
+    for n, blob in enumerate(b.layers):
+        size = blob.size or 0
+        name = dict(blob.annotations).get(LAYER_ANNOTATION, f"layer {n + 1}")
+        digest = blob.digest or ""
+        layers.append(LayerChange(name, digest, size, digest not in held))
+        same_place = n < len(a.layers) and a.layers[n].digest == blob.digest
+        prefix_broken = prefix_broken or not same_place
+        if prefix_broken:
+            prefix_pull += size
+    va, vb = _versions(str(old_ref), a), _versions(str(new_ref), b)
+    groups = tuple(
+        GroupChange(key, va.get(key, ""), vb.get(key, ""))
+        for key in sorted(set(va) | set(vb))
+        if va.get(key) != vb.get(key)
+    )
+    return DiffResult(
+        old=str(old_ref),
+        new=str(new_ref),
+        pull_bytes=sum(lc.size for lc in layers if lc.pulled),
+        total_bytes=sum(lc.size for lc in layers),
+        prefix_pull_bytes=prefix_pull,
+        layers=tuple(layers),
+        groups=groups,
+    )
+
+
+def to_json(result: DiffResult) -> dict[str, object]:
+    return {
+        "old": result.old,
+        "new": result.new,
+        "pull_bytes": result.pull_bytes,
+        "total_bytes": result.total_bytes,
+        "docker_prefix_pull_bytes": result.prefix_pull_bytes,
+        "layers": [
+            {"name": lc.name, "digest": lc.digest, "bytes": lc.size, "pulled": lc.pulled}
+            for lc in result.layers
+        ],
+        "changed_groups": [
+            {"group": g.group, "old": g.old or None, "new": g.new or None} for g in result.groups
+        ],
+    }
