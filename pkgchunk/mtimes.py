@@ -8,9 +8,10 @@ the digest of every layer that holds such a file on every rebuild.
 Policy ``clamp`` (the default): every path owned by a package gets
 ``min(mtime, stable time of its owner)``, the stable time of a package being the newest mtime
 among its own payload files (or its RPM build time when it has none). A file with several
-owners takes the newest of their times; a directory with several owners the oldest, because
-every layer holding a file below it carries the directory's entry too, and its mtime must not
-move when just one of its owners is updated. Unowned paths get
+owners takes the newest of their times. A directory, owned or not, takes the oldest stable time
+of everything owned in or below it: every layer holding a file below it carries the
+directory's entry too, so its mtime must not move when just one package below it is updated.
+Other unowned paths get
 ``min(mtime, SOURCE_DATE_EPOCH)`` when an epoch is given. Mtimes only ever move backwards and no
 time is invented. Policy ``keep`` leaves every mtime as it is.
 
@@ -24,7 +25,7 @@ import dataclasses
 from typing import Literal
 
 from .pkgdb.model import Ownership
-from .tree import FileTree
+from .tree import FileTree, ancestors
 
 Policy = Literal["clamp", "keep"]
 
@@ -66,22 +67,27 @@ def apply(
         return _clamp_all(tree, source_date_epoch)
     stable = stable_times(tree, ownership)
     limits: dict[str, int] = {}
-    for path in tree.entries:
+    dir_floor: dict[str, int] = {}
+    for path, entry in tree.entries.items():
         owners = ownership.owners.get(path)
         times = [stable[k] for k in owners if k in stable] if owners else []
         if not times:
-            limit = source_date_epoch
-        elif tree.entries[path].kind == "dir":
-            # Every layer with a file below a directory carries that directory's entry, so
-            # its mtime must not move when one of its many owners is updated: the oldest
-            # owner's time only moves when that owner does.
-            limit = min(times)
-        else:
-            limit = max(times)
-        if limit is not None and source_date_epoch is not None:
-            limit = min(limit, source_date_epoch)
-        if limit is not None:
-            limits[path] = limit
+            continue
+        own = min(times) if entry.kind == "dir" else max(times)
+        if entry.kind != "dir":
+            limits[path] = own
+        for anc in (*ancestors(path), path) if entry.kind == "dir" else ancestors(path):
+            if own < dir_floor.get(anc, own + 1):
+                dir_floor[anc] = own
+    # Every layer with a file below a directory carries that directory's entry, so its
+    # mtime must not move when one package below it is updated: a directory takes the
+    # oldest stable time of everything owned in or below it, owned by a package or not
+    # (var/lib/dpkg/info, /usr/share/doc hold every package's files).
+    limits.update(dir_floor)
+    if source_date_epoch is not None:
+        for path in tree.entries:
+            cur = limits.get(path)
+            limits[path] = source_date_epoch if cur is None else min(cur, source_date_epoch)
     # Hardlinked paths are one inode with one mtime: the strictest limit of the group wins.
     group_limit: dict[int, int] = {}
     for path, entry in tree.entries.items():

@@ -73,3 +73,33 @@ def test_shared_directory_takes_oldest_owner_time() -> None:
     assert out.entries["usr/share_d"].mtime == 100
     bumped = _tree(usr__share_d=9500, usr__share__a=100, usr__share__b=800)
     assert mtimes.apply(bumped, own).entries["usr/share_d"].mtime == 100
+
+
+def _entries(**spec: tuple[str, int]) -> FileTree:
+    """path (with '__' for '/') -> (kind, mtime)."""
+    out = {}
+    for name, (kind, t) in spec.items():
+        path = name.replace("__", "/")
+        out[path] = Entry(path=path, kind=kind, mode=0o755, mtime=t, size=1 if kind == "reg" else 0,
+                          data=DataRef("/dev/null") if kind == "reg" else None)
+    return FileTree(entries=out)
+
+
+def test_unowned_directory_takes_oldest_time_below_it() -> None:
+    # var/lib/dpkg/info is no package's, yet every package's layer carries its entry.
+    info = "var/lib/dpkg/info"
+    own = _own({f"{info}/a": ("a",), f"{info}/b": ("b",), "usr/a": ("a",), "usr/b": ("b",)})
+
+    def tree(now: int, b_time: int) -> FileTree:
+        return _entries(var=("dir", now), var__lib=("dir", now), var__lib__dpkg=("dir", now),
+                        var__lib__dpkg__info=("dir", now), var__lib__dpkg__info__a=("reg", now),
+                        var__lib__dpkg__info__b=("reg", now), var__cache=("dir", now),
+                        usr=("dir", now), usr__a=("reg", 100), usr__b=("reg", b_time))
+
+    out = mtimes.apply(tree(9000, 300), own)
+    assert out.entries[info].mtime == out.entries["var"].mtime == 100
+    assert out.entries[f"{info}/b"].mtime == 300  # dpkg's own file: its package's time
+    assert out.entries["var/cache"].mtime == 9000  # nothing owned below, no epoch: kept
+    bumped = mtimes.apply(tree(9900, 800), own)
+    assert bumped.entries[info].mtime == 100
+    assert bumped.entries["usr/b"].mtime == 800
