@@ -6,14 +6,15 @@ maintainer-script output) gets the build's wall-clock time. Kept as is, those mt
 the digest of every layer that holds such a file on every rebuild.
 
 Policy ``clamp`` (the default): every path owned by a package gets
-``min(mtime, stable time of its owner)``, the stable time of a package being the newest mtime
-among its own payload files (or its RPM build time when it has none). A file with several
-owners takes the newest of their times. A directory, owned or not, takes the oldest stable time
-of everything owned in or below it: every layer holding a file below it carries the
-directory's entry too, so its mtime must not move when just one package below it is updated.
-Other unowned paths get
-``min(mtime, SOURCE_DATE_EPOCH)`` when an epoch is given. Mtimes only ever move backwards and no
-time is invented. Policy ``keep`` leaves every mtime as it is.
+``min(mtime, stable time of its owner)``, the stable time of a package being the newest
+mtime among its own payload files (or its RPM build time when it has none). Files derived
+from a package's files (``__pycache__/*.pyc``, ``usr/lib/modules/VER/modules.*``) count as
+its own. A file with several owners takes the newest of their times. A directory, owned or
+not, takes the oldest stable time of everything owned in or below it: every layer holding a
+file below it carries the directory's entry too, so its mtime must not move when just one
+package below it is updated. Other unowned paths get ``min(mtime, SOURCE_DATE_EPOCH)`` when
+an epoch is given. Mtimes only ever move backwards and no time is invented. Policy ``keep``
+leaves every mtime as it is.
 
 The function is deterministic in (tree, ownership, epoch), so ``verify`` can apply it to the
 input and compare exactly.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from .groups import derived_owners
 from .pkgdb.model import Ownership
 from .tree import FileTree, ancestors
 
@@ -66,10 +68,13 @@ def apply(
             return tree
         return _clamp_all(tree, source_date_epoch)
     stable = stable_times(tree, ownership)
+    # Generated files (py3compile's .pyc, depmod's modules.*) are written at build time;
+    # clamped like their origin they stay identical across rebuilds and follow its layer.
+    derived = derived_owners(tree, ownership)
     limits: dict[str, int] = {}
     dir_floor: dict[str, int] = {}
     for path, entry in tree.entries.items():
-        owners = ownership.owners.get(path)
+        owners = ownership.owners.get(path) or derived.get(path)
         times = [stable[k] for k in owners if k in stable] if owners else []
         if not times:
             continue

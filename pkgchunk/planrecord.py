@@ -177,9 +177,10 @@ def plan_image(
     """Groups, probabilities, plan, layer specs and the new label in one call.
 
     ``previous_labels`` are the config labels of the previous build (or None);
-    ``fresh`` ignores its layout but keeps its change history. ``derived`` stays
-    "separate" until the mtime policy clamps :func:`~pkgchunk.groups.derived_owners`
-    paths like their origin; then "follow" is better (docs/planner.md, "Derived files").
+    ``fresh`` ignores its layout but keeps its change history. ``derived="follow"``
+    puts generated files with their origin's group; only right when the mtime policy
+    clamps them like their origin (``mtimes`` "clamp" does), else they would drag that
+    group's layer along on every build (docs/planner.md, "Derived files").
     """
     previous, warnings = previous_from_labels(previous_labels)
     groups = build_groups(tree, ownership, rules, derived=derived)

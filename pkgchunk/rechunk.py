@@ -161,7 +161,8 @@ def plan_tree(
         tree, ownership, policy=opts.mtime_policy, source_date_epoch=source_date_epoch
     )
     outcome = plan_image(
-        tree, ownership, rules, previous_labels, max_layers=opts.max_layers, fresh=opts.fresh
+        tree, ownership, rules, previous_labels, max_layers=opts.max_layers, fresh=opts.fresh,
+        derived="follow" if opts.mtime_policy == "clamp" else "separate",
     )
     return Planned(tree, ownership, rules_name, outcome)
 

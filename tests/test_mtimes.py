@@ -75,11 +75,11 @@ def test_shared_directory_takes_oldest_owner_time() -> None:
     assert mtimes.apply(bumped, own).entries["usr/share_d"].mtime == 100
 
 
-def _entries(**spec: tuple[str, int]) -> FileTree:
-    """path (with '__' for '/') -> (kind, mtime)."""
+def _entries(spec: dict[str, tuple[str, int]] | None = None, **kw: tuple[str, int]) -> FileTree:
+    """path (in ``spec``, or a keyword with '__' for '/') -> (kind, mtime)."""
     out = {}
-    for name, (kind, t) in spec.items():
-        path = name.replace("__", "/")
+    named = {k.replace("__", "/"): v for k, v in kw.items()}
+    for path, (kind, t) in {**named, **(spec or {})}.items():
         out[path] = Entry(path=path, kind=kind, mode=0o755, mtime=t, size=1 if kind == "reg" else 0,
                           data=DataRef("/dev/null") if kind == "reg" else None)
     return FileTree(entries=out)
@@ -103,3 +103,19 @@ def test_unowned_directory_takes_oldest_time_below_it() -> None:
     bumped = mtimes.apply(tree(9900, 800), own)
     assert bumped.entries[info].mtime == 100
     assert bumped.entries["usr/b"].mtime == 800
+
+
+def test_derived_files_clamp_like_their_origin() -> None:
+    # py3compile writes __pycache__/mod.cpython-311.pyc at build time; it follows mod.py.
+    own = _own({"usr/lib/p/mod.py": ("p",), "usr/lib/p": ("p",)})
+    pyc = "usr/lib/p/__pycache__/mod.cpython-311.pyc"
+
+    def tree(now: int) -> FileTree:
+        spec = {"usr": ("dir", now), "usr/lib": ("dir", now), "usr/lib/p": ("dir", 50),
+                "usr/lib/p/mod.py": ("reg", 100), "usr/lib/p/__pycache__": ("dir", now),
+                pyc: ("reg", now)}
+        return _entries(spec)
+
+    a, b = mtimes.apply(tree(9000), own), mtimes.apply(tree(9900), own)
+    assert a.entries[pyc].mtime == b.entries[pyc].mtime == 100
+    assert a.entries["usr/lib/p/__pycache__"].mtime == 100
