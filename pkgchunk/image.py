@@ -7,6 +7,7 @@ temporary directory holding spooled layers, so use it as a context manager.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,11 +40,16 @@ class Image:
     layers: list[LayerInfo] = field(default_factory=list)
     blob_path: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
+    #: Run by close(), last first: what else the tree's data lives in (a fetched layout,
+    #: a mounted container image).
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
+        while self.cleanups:
+            self.cleanups.pop()()
 
     def __enter__(self) -> Image:
         return self
