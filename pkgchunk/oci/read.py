@@ -6,12 +6,15 @@ once, uncompressed, into the Image's workdir and flattened from there.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import progress
 from ..errors import InputError
 from ..flatten import flatten
 from ..image import Image, LayerInfo
@@ -43,6 +46,34 @@ def read_image(ref: ImageRef, *, max_bytes: int) -> Image:
     workdir = tempfile.mkdtemp(prefix="pkgchunk-")
     try:
         return _assemble(label, read_source(ref, workdir, max_bytes=max_bytes), workdir, max_bytes)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+
+def read_stack(refs: Sequence[ImageRef], *, max_bytes: int) -> Image:
+    """Images stacked in order, like the steps of one Containerfile: every layer of every
+    image flattened together (a later image's whiteouts delete an earlier one's files).
+    The config is the last image's, with all the diff_ids."""
+    label = " + ".join(str(r) for r in refs)
+    workdir = tempfile.mkdtemp(prefix="pkgchunk-")
+    try:
+        sources = [
+            read_source(r, os.path.join(workdir, f"src{n}"), max_bytes=max_bytes)
+            for n, r in enumerate(refs)
+        ]
+        config = copy.deepcopy(sources[-1].config)
+        ids = [
+            _diff_ids(str(r), s.config, len(s.layers))
+            for r, s in zip(refs, sources, strict=True)
+        ]
+        if all(i is not None for i in ids):
+            config["rootfs"] = {"type": "layers", "diff_ids": [d for i in ids for d in i or ()]}
+        else:
+            config.pop("rootfs", None)
+        blob_path = {k: v for s in sources for k, v in s.blob_path.items()}
+        stacked = Source(None, config, [b for s in sources for b in s.layers], blob_path)
+        return _assemble(label, stacked, workdir, max_bytes)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
@@ -116,7 +147,7 @@ def _assemble(label: str, source: Source, workdir: str, max_bytes: int) -> Image
             f"{label}: {len(source.layers)} layers, more than the {MAX_LAYERS} pkgchunk reads"
         )
     diff_ids = _diff_ids(label, source.config, len(source.layers))
-    budget = Budget(label, max_bytes)
+    budget = _Counted(label, max_bytes)
     spool_dir = os.path.join(workdir, "layers")
     os.makedirs(spool_dir, exist_ok=True)
     done: dict[str, tuple[LayerInfo, str]] = {}
@@ -154,6 +185,14 @@ def _assemble(label: str, source: Source, workdir: str, max_bytes: int) -> Image
         blob_path=source.blob_path,
         workdir=workdir,
     )
+
+
+class _Counted(Budget):
+    """The size budget, also counting bytes for the progress line."""
+
+    def take(self, n: int) -> None:
+        super().take(n)
+        progress.advance(n)
 
 
 def _diff_ids(label: str, config: dict[str, Any], count: int) -> list[str] | None:

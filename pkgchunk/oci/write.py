@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
+from .. import progress
 from ..compress import (
     LAYER_MEDIA_TYPES,
     Compression,
@@ -110,6 +111,10 @@ def write_image(
     opts = options or WriteOptions()
     ref = parse_ref(dest, output=True) if isinstance(dest, str) else dest
     label = str(ref)
+    if ref.transport in ("containers-storage", "docker"):
+        from ..skopeo import write_remote  # through a temporary layout and skopeo copy
+
+        return write_remote(tree, config, specs, ref, opts)
     if ref.transport not in WRITABLE_TRANSPORTS:
         raise OutputError(
             f"{label}: cannot write {ref.transport}: images; write oci:DIR:TAG and "
@@ -216,6 +221,7 @@ class _CancellableSink(HashingSink):
     def write(self, data: bytes, /) -> int:
         if self._cancel.is_set():
             raise _Cancelled
+        progress.advance(len(data))
         return super().write(data)
 
 
