@@ -1,21 +1,26 @@
 """Command line: options, output format and exit codes. Each command is one library call.
 
-Every PkgchunkError is caught here, once, and printed as one line on stderr.
+Every PkgchunkError is caught here, once, and printed as one line on stderr. stdout
+carries only the result (a table, or the ``--json`` document); progress, warnings and
+debug logging go to stderr.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
-from . import __version__
+from . import __version__, progress
 from .errors import PkgchunkError
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("pkgchunk")
 
 
 def handle_errors(fn: F) -> F:
@@ -35,6 +40,109 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class _ClickHandler(logging.Handler):
+    """Log records as ``pkgchunk: LEVEL: message`` on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            click.echo(f"pkgchunk: {record.levelname.lower()}: {record.getMessage()}", err=True)
+        except Exception:
+            self.handleError(record)
+
+
+def _setup_logging(quiet: bool, verbose: int) -> None:
+    for handler in [h for h in log.handlers if isinstance(h, _ClickHandler)]:
+        log.removeHandler(handler)
+    log.addHandler(_ClickHandler())
+    log.propagate = False
+    log.setLevel(logging.ERROR if quiet else logging.DEBUG if verbose else logging.WARNING)
+
+
+def _quiet() -> bool:
+    return bool(click.get_current_context().meta.get("pkgchunk.quiet"))
+
+
+def _say(text: str) -> None:
+    """Human output on stdout, unless --quiet."""
+    if not _quiet():
+        click.echo(text)
+
+
+def _print_json(doc: object) -> None:
+    click.echo(json.dumps(doc, indent=1, sort_keys=True))
+
+
+def _output_options(f: F) -> F:
+    """-q, -v, --progress: how much the command says besides its result."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, quiet: bool, verbose: int, show_progress: bool | None,
+                **kwargs: Any) -> Any:
+        _setup_logging(quiet, verbose)
+        click.get_current_context().meta["pkgchunk.quiet"] = quiet
+        on = sys.stderr.isatty() if show_progress is None else show_progress
+        with progress.reporting(sys.stderr if on and not quiet else None):
+            return f(*args, **kwargs)
+
+    opts = [
+        click.option("-q", "--quiet", is_flag=True,
+                     help="Print only errors and the result's exit code (and --json, if asked)."),
+        click.option("-v", "--verbose", count=True,
+                     help="Debug logging on stderr (skopeo commands, previous build, timings)."),
+        click.option("--progress/--no-progress", "show_progress", default=None,
+                     help="Progress of long steps on stderr [default: when it is a terminal]."),
+    ]
+    for opt in reversed(opts):
+        wrapper = opt(wrapper)
+    return wrapper  # type: ignore[return-value]
+
+
+def _transport_options(f: F) -> F:
+    """What passes through to skopeo/podman for containers-storage: and docker://."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, storage_root: str | None, storage_runroot: str | None,
+                storage_driver: str | None, src_tls_verify: bool | None,
+                dest_tls_verify: bool | None, authfile: str | None, creds: str | None,
+                mount: bool, **kwargs: Any) -> Any:
+        from .skopeo import TransportOptions, transport_options
+
+        opts = TransportOptions(
+            storage_root=storage_root, storage_runroot=storage_runroot,
+            storage_driver=storage_driver, src_tls_verify=src_tls_verify,
+            dest_tls_verify=dest_tls_verify, authfile=authfile, creds=creds, mount=mount,
+        )
+        with transport_options(opts):
+            return f(*args, **kwargs)
+
+    tls: dict[str, Any] = {"type": click.BOOL, "default": None, "is_flag": False,
+                           "flag_value": True, "metavar": "[BOOL]"}
+    opts = [
+        click.option("--storage-root", metavar="DIR", default=None,
+                     help="containers-storage: store root (podman --root)."),
+        click.option("--storage-runroot", metavar="DIR", default=None,
+                     help="containers-storage: run root (podman --runroot)."),
+        click.option("--storage-driver", metavar="NAME", default=None,
+                     help="containers-storage: driver (overlay, vfs, ...)."),
+        click.option("--src-tls-verify", **tls,
+                     help="docker:// inputs: require HTTPS and verify certificates"
+                     " [default: true]; =false for a plain-HTTP registry."),
+        click.option("--dest-tls-verify", **tls,
+                     help="docker:// outputs (and DEST as previous build): as --src-tls-verify."),
+        click.option("--authfile", metavar="FILE", default=None,
+                     help="Registry credentials file (as podman login writes it)."),
+        click.option("--creds", metavar="USER[:PASSWORD]", default=None,
+                     help="Registry credentials (visible to other users in ps: prefer"
+                     " --authfile)."),
+        click.option("--mount", is_flag=True,
+                     help="Read containers-storage: inputs in place with 'podman image"
+                     " mount' (root; no copy, no decompression)."),
+    ]
+    for opt in reversed(opts):
+        wrapper = opt(wrapper)
+    return wrapper  # type: ignore[return-value]
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pkgchunk")
 def cli() -> None:
@@ -49,11 +157,11 @@ def cli() -> None:
     is_flag=True,
     help="Skip a corrupt package database with a warning; its files count as unowned.",
 )
+@_transport_options
+@_output_options
 @handle_errors
 def packages(src: str, as_json: bool, ignore_pkgdb_errors: bool) -> None:
     """List SRC's package databases, each package's files and bytes, and what is unowned."""
-    import json
-
     from .load import open_image
     from .ownership import collect
     from .report import build, format_table, to_json
@@ -61,12 +169,11 @@ def packages(src: str, as_json: bool, ignore_pkgdb_errors: bool) -> None:
     with open_image(src) as image:
         ownership = collect(image.tree, ignore_errors=ignore_pkgdb_errors)
         report = build(image.tree, ownership)
-    for note in report.warnings:
-        click.echo(f"pkgchunk: warning: {note}", err=True)
+    _warn(report.warnings)
     if as_json:
-        click.echo(json.dumps(to_json(report), indent=1, sort_keys=True))
+        _print_json(to_json(report))
     else:
-        click.echo(format_table(report))
+        _say(format_table(report))
 
 
 def _plan_options(f: F) -> F:
@@ -96,12 +203,17 @@ def _plan_options(f: F) -> F:
 
 def _warn(warnings: tuple[str, ...]) -> None:
     for note in warnings:
-        click.echo(f"pkgchunk: warning: {note}", err=True)
+        log.warning("%s", note)
+
+
+def _split_images(images: tuple[str, ...]) -> tuple[list[str], str]:
+    if len(images) < 2:
+        raise click.UsageError("need SRC and DEST (several SRC are stacked in order)")
+    return list(images[:-1]), images[-1]
 
 
 @cli.command("rechunk")
-@click.argument("src")
-@click.argument("dest")
+@click.argument("images", nargs=-1, required=True, metavar="SRC... DEST")
 @_plan_options
 @click.option(
     "--compression", type=click.Choice(["gzip", "zstd", "none"]), default="gzip",
@@ -117,19 +229,28 @@ def _warn(warnings: tuple[str, ...]) -> None:
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
               help="Layers compressed at once (default: CPU count).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document (docs/json.md).")
+@click.option(
+    "--sbom", nargs=2, type=(click.Choice(["spdx-json"]), click.Path(dir_okay=False)),
+    default=None, metavar="FORMAT FILE",
+    help="Also write an SBOM of the image's packages: --sbom spdx-json FILE (SPDX 2.3).",
+)
+@_transport_options
+@_output_options
 @handle_errors
 def rechunk_cmd(
-    src: str, dest: str, rules: str | None, max_layers: int | None, prev: str | None,
+    images: tuple[str, ...], rules: str | None, max_layers: int | None, prev: str | None,
     fresh: bool, mtime_policy: str, ignore_pkgdb_errors: bool, compression: str,
     level: int | None, source_date_epoch: int | None, jobs: int | None, as_json: bool,
+    sbom: tuple[str, str] | None,
 ) -> None:
-    """Rewrite image SRC as DEST (oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE).
+    """Rewrite image SRC as DEST; several SRC are stacked in order and merged into one.
 
-    Plans layers by package, stable against the previous build, and prints one row per
-    layer: name, compressed size, change probability, packages, digest.
+    DEST: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF],
+    containers-storage:NAME or docker://REF. Plans layers by package, stable against
+    the previous build, and prints one row per layer: name, compressed size, change
+    probability, packages, digest.
     """
-    import json
-
+    srcs, dest = _split_images(images)
     from .compress import check_level
     from .oci.write import WriteOptions
     from .rechunk import PlanOptions, plan_table, rechunk_packages
@@ -150,28 +271,38 @@ def rechunk_cmd(
         mtime_policy=mtime_policy,  # type: ignore[arg-type]
         ignore_pkgdb_errors=ignore_pkgdb_errors,
     )
-    result = rechunk_packages(src, dest, popts, options)
+    result = rechunk_packages(srcs if len(srcs) > 1 else srcs[0], dest, popts, options)
     _warn(result.warnings)
+    if sbom is not None:
+        from .sbom import spdx_document, write_json
+
+        doc = spdx_document(
+            result.planned.ownership, name=result.write.ref,
+            manifest_digest=result.write.manifest_digest, os_release=result.os_release,
+            created=source_date_epoch,
+        )
+        write_json(sbom[1], doc)
+        log.info("%s: SPDX document of %d packages", sbom[1], len(doc["packages"]))
     if as_json:
-        click.echo(json.dumps(rechunk_json(result), indent=1, sort_keys=True))
+        _print_json(rechunk_json(result))
     else:
         if result.previous:
-            click.echo(f"previous build: {result.previous}")
-        click.echo(plan_table(result.planned, result.write))
+            _say(f"previous build: {result.previous}")
+        _say(plan_table(result.planned, result.write))
 
 
 @cli.command("plan")
-@click.argument("src")
+@click.argument("srcs", nargs=-1, required=True, metavar="SRC...")
 @_plan_options
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document (docs/json.md).")
+@_transport_options
+@_output_options
 @handle_errors
 def plan_cmd(
-    src: str, rules: str | None, max_layers: int | None, prev: str | None, fresh: bool,
-    mtime_policy: str, ignore_pkgdb_errors: bool, as_json: bool,
+    srcs: tuple[str, ...], rules: str | None, max_layers: int | None, prev: str | None,
+    fresh: bool, mtime_policy: str, ignore_pkgdb_errors: bool, as_json: bool,
 ) -> None:
-    """Show the layers `rechunk` would write for SRC, without writing anything."""
-    import json
-
+    """Show the layers `rechunk` would write for SRC (several: stacked), writing nothing."""
     from .rechunk import PlanOptions, plan_only, plan_table
     from .report_json import plan_json
 
@@ -180,40 +311,34 @@ def plan_cmd(
         mtime_policy=mtime_policy,  # type: ignore[arg-type]
         ignore_pkgdb_errors=ignore_pkgdb_errors,
     )
-    planned = plan_only(src, popts)
+    planned = plan_only(srcs[0] if len(srcs) == 1 else list(srcs), popts)
     _warn(planned.ownership.warnings + planned.outcome.warnings)
     if as_json:
-        click.echo(json.dumps(plan_json(planned), indent=1, sort_keys=True))
+        _print_json(plan_json(planned))
     else:
-        click.echo(plan_table(planned))
+        _say(plan_table(planned))
 
 
 @cli.command("diff")
 @click.argument("old")
 @click.argument("new")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document (docs/json.md).")
+@_transport_options
+@_output_options
 @handle_errors
 def diff_cmd(old: str, new: str, as_json: bool) -> None:
-    """Bytes a client holding OLD pulls to get NEW, and which groups changed."""
-    import json
+    """Bytes a client holding OLD pulls to get NEW, and which groups changed in which layer.
 
-    from .diff import diff, to_json
+    Reads manifests and configs only (for docker:// through skopeo inspect).
+    """
+    from .diff import changelog, diff, to_json
     from .rechunk import human_size
 
     result = diff(old, new)
     if as_json:
-        click.echo(json.dumps(to_json(result), indent=1, sort_keys=True))
-        return
-    for lc in result.layers:
-        mark = "pull" if lc.pulled else "have"
-        click.echo(f"{mark}  {human_size(lc.size):>10}  {lc.name}")
-    for g in result.groups:
-        click.echo(f"changed  {g.group}: {g.old or '(new)'} -> {g.new or '(removed)'}")
-    share = 100.0 * result.pull_bytes / result.total_bytes if result.total_bytes else 0.0
-    click.echo(
-        f"pull {human_size(result.pull_bytes)} of {human_size(result.total_bytes)}"
-        f" ({share:.1f}%); Docker classic store: {human_size(result.prefix_pull_bytes)}"
-    )
+        _print_json(to_json(result))
+    else:
+        _say(changelog(result, human_size))
 
 
 @cli.command("verify")
@@ -224,22 +349,31 @@ def diff_cmd(old: str, new: str, as_json: bool) -> None:
     "--mtime-clamp", type=int, default=None, metavar="EPOCH",
     help="B was written with SOURCE_DATE_EPOCH=EPOCH: expect min(mtime of A, EPOCH).",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document (docs/json.md).")
+@_transport_options
+@_output_options
 @handle_errors
-def verify_cmd(a: str, b: str, ignore_mtime: bool, mtime_clamp: int | None) -> None:
+def verify_cmd(
+    a: str, b: str, ignore_mtime: bool, mtime_clamp: int | None, as_json: bool
+) -> None:
     """Compare images A and B path by path; exit 0 when they hold the same files, 1 when not."""
+    from .report_json import verify_json
     from .verify import verify
 
     result = verify(a, b, ignore_mtime=ignore_mtime, mtime_clamp=mtime_clamp)
-    if result.identical:
-        click.echo(f"identical: {result.paths} paths")
-        return
-    shown = result.differences[:20]
-    for diff in shown:
-        click.echo(str(diff))
-    more = len(result.differences) - len(shown)
-    if more:
-        click.echo(f"... and {more} more differences")
-    sys.exit(1)
+    if as_json:
+        _print_json(verify_json(a, b, result))
+    elif result.identical:
+        _say(f"identical: {result.paths} paths")
+    else:
+        shown = result.differences[:20]
+        for diff in shown:
+            _say(str(diff))
+        more = len(result.differences) - len(shown)
+        if more:
+            _say(f"... and {more} more differences")
+    if not result.identical:
+        sys.exit(1)
 
 
 @cli.command("demo")

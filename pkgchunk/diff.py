@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import InputError
@@ -18,6 +19,7 @@ from .oci.read import Source, read_source
 from .oci.write import LAYER_ANNOTATION
 from .planrecord import LABEL, decode
 from .refs import ImageRef, parse_ref
+from .skopeo import inspect_source, is_remote
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +32,13 @@ class LayerChange:
 
 @dataclass(frozen=True, slots=True)
 class GroupChange:
-    """A group whose version differs (``old``/``new`` '' when it was added/removed)."""
+    """A group whose version differs (``old``/``new`` '' when it was added/removed);
+    ``layer`` is the layer of NEW holding it (of OLD when it was removed)."""
 
     group: str
     old: str
     new: str
+    layer: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,20 +53,24 @@ class DiffResult:
 
 
 def _read(ref: ImageRef, workdir: str) -> Source:
+    if is_remote(ref):
+        return inspect_source(ref, workdir)  # manifest and config only, through skopeo
     return read_source(ref, workdir, max_bytes=default_max_bytes())
 
 
-def _versions(label: str, source: Source) -> dict[str, str]:
+def _versions(label: str, source: Source) -> tuple[dict[str, str], dict[str, str]]:
+    """group -> version and group -> layer name, from the image's plan label."""
     cfg = source.config.get("config") or {}
     labels = cfg.get("Labels") if isinstance(cfg, dict) else None
     value = labels.get(LABEL) if isinstance(labels, dict) else None
     if not isinstance(value, str):
-        return {}
+        return {}, {}
     try:
         plan = decode(value)
     except InputError:
-        return {}
-    return {key: hist.version for key, hist in plan.history.items()}
+        return {}, {}
+    where = {key: layer.name for layer in plan.layers for key in layer.groups}
+    return {key: hist.version for key, hist in plan.history.items()}, where
 
 
 def diff(old: str | ImageRef, new: str | ImageRef) -> DiffResult:
@@ -90,9 +98,9 @@ def diff(old: str | ImageRef, new: str | ImageRef) -> DiffResult:
         prefix_broken = prefix_broken or not same_place
         if prefix_broken:
             prefix_pull += size
-    va, vb = _versions(str(old_ref), a), _versions(str(new_ref), b)
+    (va, la), (vb, lb) = _versions(str(old_ref), a), _versions(str(new_ref), b)
     groups = tuple(
-        GroupChange(key, va.get(key, ""), vb.get(key, ""))
+        GroupChange(key, va.get(key, ""), vb.get(key, ""), lb.get(key) or la.get(key, ""))
         for key in sorted(set(va) | set(vb))
         if va.get(key) != vb.get(key)
     )
@@ -119,6 +127,38 @@ def to_json(result: DiffResult) -> dict[str, object]:
             for lc in result.layers
         ],
         "changed_groups": [
-            {"group": g.group, "old": g.old or None, "new": g.new or None} for g in result.groups
+            {"group": g.group, "old": g.old or None, "new": g.new or None, "layer": g.layer}
+            for g in result.groups
         ],
     }
+
+
+def changelog(result: DiffResult, size: Callable[[int], str]) -> str:
+    """The human report: each layer of NEW (pulled or held), what changed in which
+    layer, and the total a client pulls."""
+    lines = [f"{result.old} -> {result.new}"]
+    by_layer: dict[str, list[GroupChange]] = {}
+    for g in result.groups:
+        by_layer.setdefault(g.layer, []).append(g)
+    for lc in result.layers:
+        mark = "pull" if lc.pulled else "have"
+        lines.append(f"{mark}  {size(lc.size):>10}  {lc.name}")
+        for g in by_layer.pop(lc.name, []):
+            lines.append("      " + _change_text(g))
+    for g in (g for changes in by_layer.values() for g in changes):
+        lines.append("      " + _change_text(g))  # removed with its layer
+    share = 100.0 * result.pull_bytes / result.total_bytes if result.total_bytes else 0.0
+    lines.append(
+        f"pull {size(result.pull_bytes)} of {size(result.total_bytes)} ({share:.1f}%),"
+        f" {sum(lc.pulled for lc in result.layers)} of {len(result.layers)} layers;"
+        f" Docker classic store: {size(result.prefix_pull_bytes)}"
+    )
+    return "\n".join(lines)
+
+
+def _change_text(g: GroupChange) -> str:
+    if not g.old:
+        return f"+ {g.group} {g.new} (new)"
+    if not g.new:
+        return f"- {g.group} {g.old} (removed)"
+    return f"~ {g.group} {g.old} -> {g.new}"

@@ -4,6 +4,10 @@ Stability needs two things from the image pkgchunk wrote last time: the
 ``org.pkgchunk.plan`` label (which group sat in which layer) and its blobs keyed
 by diff_id, so an unchanged layer is copied byte for byte instead of compressed
 again (a compressor upgrade then cannot change its digest).
+
+A previous build in a registry or container storage is only inspected (its manifest
+and config through skopeo): the plan label is what keeps layers stable; its blobs are
+not fetched, and the writer's deterministic compression gives the same digests again.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from .load import default_max_bytes
 from .oci.read import Source, read_source
 from .oci.write import ReusableBlob
 from .refs import ImageRef, parse_ref
+from .skopeo import Side, exists, inspect_source, is_remote
 
 #: Docker media types whose blobs are byte-compatible with an OCI layer type.
 SAME_BYTES = {
@@ -62,7 +67,7 @@ def _from_source(label: str, source: Source) -> tuple[dict[str, str], dict[str, 
     reuse: dict[str, ReusableBlob] = {}
     if isinstance(diff_ids, list) and len(diff_ids) == len(source.layers):
         for diff_id, blob in zip(diff_ids, source.layers, strict=True):
-            if isinstance(diff_id, str) and blob.digest and blob.size is not None:
+            if isinstance(diff_id, str) and blob.digest and blob.size is not None and blob.path:
                 media_type = SAME_BYTES.get(blob.media_type, blob.media_type)
                 reuse.setdefault(
                     diff_id, ReusableBlob(blob.path, blob.digest, blob.size, media_type)
@@ -70,14 +75,20 @@ def _from_source(label: str, source: Source) -> tuple[dict[str, str], dict[str, 
     return labels, reuse
 
 
-def open_previous(ref: str | ImageRef) -> Previous:
-    """Read ``ref``'s config and manifest (verified); raises InputError when unusable."""
+def open_previous(ref: str | ImageRef, side: Side = "src") -> Previous:
+    """Read ``ref``'s config and manifest (verified); raises InputError when unusable.
+
+    ``side`` says whose registry options apply to a remote reference (``dest``: it is
+    the destination being replaced)."""
     image_ref = parse_ref(ref) if isinstance(ref, str) else ref
     if image_ref.transport == "rootfs":
         raise InputError(f"{image_ref}: a previous build must be an image, not a rootfs")
     workdir = tempfile.mkdtemp(prefix="pkgchunk-prev-")
     try:
-        source = read_source(image_ref, workdir, max_bytes=default_max_bytes())
+        if is_remote(image_ref):
+            source = inspect_source(image_ref, workdir, side)
+        else:
+            source = read_source(image_ref, workdir, max_bytes=default_max_bytes())
         labels, reuse = _from_source(str(image_ref), source)
         return Previous(str(image_ref), labels, reuse, workdir)
     except BaseException:
@@ -86,8 +97,11 @@ def open_previous(ref: str | ImageRef) -> Previous:
 
 
 def dest_has_tag(dest: ImageRef) -> bool:
-    """Whether DEST is an ``oci:`` layout that already holds DEST's image (the automatic
-    previous build). A layout we cannot parse is left for the writer to refuse."""
+    """Whether DEST already holds an image at DEST's name (the automatic previous build):
+    an ``oci:`` layout with that tag, or a registry/storage image skopeo finds. A layout
+    we cannot parse is left for the writer to refuse."""
+    if is_remote(dest):
+        return exists(dest, "dest")
     if dest.transport != "oci":
         return False
     index_path = os.path.join(dest.path, "index.json")

@@ -13,11 +13,11 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from . import mtimes
+from . import mtimes, progress
 from .grouping import by_top_dir
 from .image import Image
 from .layers import LayerSpec
-from .load import open_image
+from .load import open_image, open_stack
 from .oci.write import ReusableBlob, WriteOptions, WriteResult, write_image
 from .ownership import collect
 from .pkgdb.model import Ownership
@@ -25,9 +25,12 @@ from .planrecord import LABEL, PlanOutcome, plan_image
 from .previous import SAME_BYTES, Previous, dest_has_tag, open_previous
 from .refs import ImageRef, parse_ref
 from .rules import default_rules_name, load_rules
+from .sbom import read_os_release
 from .tree import FileTree
 
 Planner = Callable[[Image], Sequence[LayerSpec]]
+#: One source reference, or several stacked in order (base first).
+Sources = str | ImageRef | Sequence[str | ImageRef]
 
 DEFAULT_MAX_LAYERS = 64
 
@@ -138,10 +141,13 @@ class Planned:
 
 @dataclass(frozen=True)
 class RechunkResult:
+    """``os_release`` is the image's /etc/os-release (for SBOM package URLs)."""
+
     write: WriteResult
     planned: Planned
     previous: str | None
     warnings: tuple[str, ...]
+    os_release: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def plan_tree(
@@ -171,18 +177,25 @@ def _previous(dest: ImageRef, opts: PlanOptions) -> Previous | None:
     if opts.prev is not None:
         return open_previous(opts.prev)
     if dest_has_tag(dest):
-        return open_previous(dest)
+        return open_previous(dest, side="dest")
     return None
 
 
+def _open_sources(src: Sources) -> Image:
+    if isinstance(src, str | ImageRef):
+        return open_image(src)
+    return open_stack(src)
+
+
 def rechunk_packages(
-    src: str | ImageRef,
+    src: Sources,
     dest: str | ImageRef,
     opts: PlanOptions | None = None,
     write: WriteOptions | None = None,
 ) -> RechunkResult:
     """The main job: flatten SRC, plan by package (stable against the previous build),
-    write DEST reusing every unchanged compressed layer."""
+    write DEST reusing every unchanged compressed layer. Several sources are stacked
+    in order and rechunked as one image (a merge)."""
     opts = opts or PlanOptions()
     wopts = write or WriteOptions()
     dest_ref = parse_ref(dest, output=True) if isinstance(dest, str) else dest
@@ -190,10 +203,11 @@ def rechunk_packages(
         prev = _previous(dest_ref, opts)
         if prev is not None:
             stack.callback(prev.close)
-        with open_image(src) as image:
+        with _open_sources(src) as image:
             planned = plan_tree(
                 image.tree, opts, prev.labels if prev else None, wopts.source_date_epoch
             )
+            release = read_os_release(planned.tree)
             labels = {
                 **wopts.labels,
                 LABEL: planned.outcome.label,
@@ -201,19 +215,20 @@ def rechunk_packages(
             }
             reuse = {**source_blobs(image), **(prev.reuse if prev else {}), **wopts.reuse}
             final = dataclasses.replace(wopts, labels=labels, reuse=reuse)
-            result = write_image(
-                planned.tree, image.config, planned.outcome.layer_specs, dest_ref, final
-            )
+            with progress.step(f"writing {dest_ref}"):
+                result = write_image(
+                    planned.tree, image.config, planned.outcome.layer_specs, dest_ref, final
+                )
         warnings = planned.ownership.warnings + planned.outcome.warnings
-        return RechunkResult(result, planned, prev.ref if prev else None, warnings)
+        return RechunkResult(result, planned, prev.ref if prev else None, warnings, release)
 
 
-def plan_only(src: str | ImageRef, opts: PlanOptions | None = None) -> Planned:
+def plan_only(src: Sources, opts: PlanOptions | None = None) -> Planned:
     """The plan ``rechunk`` would write for SRC (``pkgchunk plan``)."""
     opts = opts or PlanOptions()
     prev = open_previous(opts.prev) if opts.prev is not None else None
     try:
-        with open_image(src) as image:
+        with _open_sources(src) as image:
             return plan_tree(image.tree, opts, prev.labels if prev else None)
     finally:
         if prev is not None:

@@ -19,7 +19,10 @@ LOCAL_TRANSPORTS = ("oci", "oci-archive", "docker-archive", "rootfs")
 REMOTE_TRANSPORTS = ("containers-storage", "docker")
 TRANSPORTS = LOCAL_TRANSPORTS + REMOTE_TRANSPORTS
 
-_HINT = "use oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF] or rootfs:DIR"
+_HINT = (
+    "use oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF], rootfs:DIR,"
+    " containers-storage:NAME or docker://REF"
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,11 @@
-"""The ``--json`` documents of ``plan`` and ``rechunk`` (schemas in docs/json.md)."""
+"""The ``--json`` documents of ``plan``, ``rechunk`` and ``verify`` (schemas in docs/json.md)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from .rechunk import Planned, RechunkResult
+from .verify import VerifyResult
 
 
 def plan_json(planned: Planned) -> dict[str, Any]:
@@ -40,3 +41,16 @@ def rechunk_json(result: RechunkResult) -> dict[str, Any]:
         warnings=list(result.warnings),
     )
     return doc
+
+
+def verify_json(a: str, b: str, result: VerifyResult) -> dict[str, Any]:
+    return {
+        "a": a,
+        "b": b,
+        "identical": result.identical,
+        "paths": result.paths,
+        "differences": [
+            {"path": "/" + d.path if d.path else None, "what": d.what}
+            for d in result.differences
+        ],
+    }

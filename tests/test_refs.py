@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pkgchunk.errors import InputError, PkgchunkError
+from pkgchunk.errors import InputError, ToolMissingError
 from pkgchunk.load import default_max_bytes, open_image
 from pkgchunk.refs import ImageRef, parse_ref
 
@@ -82,12 +82,15 @@ def test_rootfs_is_input_only() -> None:
 
 
 @pytest.mark.parametrize("text", ["docker://example.org/img:1", "containers-storage:img"])
-def test_remote_transports_are_refused_clearly(text: str) -> None:
-    with pytest.raises(PkgchunkError) as err:
+def test_remote_transports_without_skopeo_say_how_to_install_it(
+    text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no skopeo on it
+    with pytest.raises(ToolMissingError) as err:
         open_image(text)
     msg = str(err.value)
     assert msg.startswith(f"{text}: ")
-    assert "not supported yet" in msg or "needs skopeo" in msg
+    assert "needs skopeo" in msg and "apt-get install skopeo" in msg
 
 
 def test_max_bytes_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
