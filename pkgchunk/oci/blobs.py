@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import re
+import stat
 from typing import Any, BinaryIO
 
 from ..errors import InputError
@@ -17,6 +20,19 @@ _DIGEST = {
     "sha256": re.compile(r"[0-9a-f]{64}"),
     "sha512": re.compile(r"[0-9a-f]{128}"),
 }
+
+
+def open_blob(path: str) -> BinaryIO:
+    """Open a file of the input for reading. Only a regular file: a FIFO would block us
+    forever and a device (a symlink to /dev/zero) never end. Raises OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
 
 
 def parse_digest(label: str, digest: object) -> tuple[str, str]:
@@ -72,7 +88,7 @@ def read_verified(label: str, path: str, digest: str, size: int | None) -> bytes
     if size is not None and size > MAX_JSON_BYTES:
         raise InputError(f"{label}: blob {digest} is too large ({size} bytes)")
     try:
-        with open(path, "rb") as f:
+        with open_blob(path) as f:
             reader = HashingReader(f, alg)
             data = reader.read(MAX_JSON_BYTES + 1)
     except FileNotFoundError:
@@ -99,7 +115,7 @@ def parse_json(label: str, data: bytes, what: str) -> dict[str, Any]:
 def read_json_file(label: str, path: str, what: str) -> dict[str, Any]:
     """An unaddressed JSON document (index.json, manifest.json), bounded in size."""
     try:
-        with open(path, "rb") as f:
+        with open_blob(path) as f:
             data = f.read(MAX_JSON_BYTES + 1)
     except FileNotFoundError:
         raise InputError(f"{label}: {what} is missing") from None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..errors import InputError
 from ..image import LayerInfo
-from .blobs import CHUNK, HashingReader, check_digest, parse_digest
+from .blobs import CHUNK, HashingReader, check_digest, open_blob, parse_digest
 from .decompress import check_zstd_frames, decompressed, detect
 
 
@@ -62,7 +62,7 @@ def spool(
     """
     alg = parse_digest(label, blob.digest)[0] if blob.digest else "sha256"
     try:
-        f = open(blob.path, "rb")  # noqa: SIM115 - closed below
+        f = open_blob(blob.path)
     except FileNotFoundError:
         raise InputError(f"{label}: blob {blob.digest or blob.path} is missing") from None
     except OSError as err:
