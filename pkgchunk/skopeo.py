@@ -253,9 +253,9 @@ def run(
         raise error(f"{label}: cannot run {cmd[0]}: {err.strerror or err}") from None
     stderr = proc.stderr.decode("utf-8", "replace")
     if proc.returncode != 0:
-        tool_name = os.path.basename(cmd[0])
-        verb = cmd[1] if len(cmd) > 1 else ""
-        raise error(f"{label}: {tool_name} {verb} failed: {_message(stderr)}")
+        words = [a for a in cmd[1:] if not a.startswith("-")][:2]
+        verb = " ".join(words if words[:1] == ["image"] else words[:1])
+        raise error(f"{label}: {os.path.basename(cmd[0])} {verb} failed: {_message(stderr)}")
     if stderr.strip():
         log.debug("%s: %s", os.path.basename(cmd[0]), stderr.strip())
     return "" if show_output else proc.stdout.decode("utf-8", "replace")
