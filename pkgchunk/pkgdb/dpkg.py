@@ -24,13 +24,25 @@ from debian.deb822 import Deb822
 from ..errors import PkgchunkError, PkgdbError, PkgdbWarning
 from ..tree import FileTree, decode_path, parent
 from .changelog import package_times
-from .model import FLAG_CONFIG, Format, Package, PackageDb, PackageDbReader, PkgFile
+from .model import (
+    FLAG_CONFIG,
+    MAX_DB_FILES,
+    MAX_DB_PATH_BYTES,
+    Format,
+    Package,
+    PackageDb,
+    PackageDbReader,
+    PkgFile,
+)
 
 ADMINDIR = "var/lib/dpkg"
 
 #: Bounds on what is read into memory from one database file.
 MAX_STATUS_BYTES = 256 << 20
 MAX_LIST_BYTES = 64 << 20
+#: Paragraphs in one status file (all of Debian is ~65k packages per architecture): each
+#: costs ~2 KiB of memory, so 256 MiB of "Package: x" lines would otherwise need ~50 GiB.
+MAX_PARAGRAPHS = 100_000
 
 #: dpkg states in which the package's files are on disk (``not-installed`` and
 #: ``config-files`` packages are not installed: only leftover conffiles remain).
@@ -40,6 +52,8 @@ INSTALLED_STATES = frozenset(
 
 _FIELD = re.compile(r"[!\"$-,.-9;-~][!-9;-~]*:")
 _EPOCH = re.compile(r"(\d+):(.+)")
+#: dpkg's rule for package names (lib/dpkg/parsehelp.c): alphanumeric first, then "+-._".
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9+._-]*")
 _SOURCE = re.compile(r"\s*(\S+?)\s*(?:\((\S*)\)\s*)?$")
 
 
@@ -85,11 +99,16 @@ def parse_stanzas(data: bytes, label: str) -> list[Deb822]:
         raise PkgdbError(f"{label}: not valid UTF-8 (byte offset {err.start})") from None
     good: list[Deb822] = []
     odd: list[str] = []
-    for lineno, lines in _paragraphs(text):
+    for count, (lineno, lines) in enumerate(_paragraphs(text), 1):
+        if count > MAX_PARAGRAPHS:
+            raise PkgdbError(f"{label}: more than {MAX_PARAGRAPHS} paragraphs")
         problem = _check_paragraph(lines)
         para = Deb822(lines) if not problem else None
-        if para is not None and not para.get("Package", "").strip():
+        name = para.get("Package", "").strip() if para is not None else ""
+        if para is not None and not name:
             problem = "paragraph without a Package field"
+        elif para is not None and not _NAME.fullmatch(name):
+            problem = f"bad package name {name[:40]!r}"  # it becomes paths and messages
         if problem or para is None:
             odd.append(f"{label}: line {lineno}: {problem}")
             continue
@@ -121,13 +140,19 @@ def _paragraphs(text: str) -> Iterator[tuple[int, list[str]]]:
 
 
 def _check_paragraph(lines: list[str]) -> str:
+    seen: set[str] = set()
     for i, line in enumerate(lines):
         if line[0] in " \t":
             if i == 0:
                 return "continuation line without a field"
             continue
-        if not _FIELD.match(line):
+        m = _FIELD.match(line)
+        if not m:
             return f"not a 'Field: value' line: {line[:40]!r}"
+        field = m.group().lower()
+        if field in seen:  # deb822 would silently keep the last one
+            return f"duplicate field {m.group()[:-1]!r}"
+        seen.add(field)
     return ""
 
 
@@ -297,6 +322,7 @@ class DpkgReader:
                 if dot and stem:
                     info_files.setdefault(stem, []).append(p)
         packages: dict[str, Package] = {}
+        listed_files = listed_bytes = 0
         for para in stanzas:
             if not is_installed(para):
                 continue
@@ -310,6 +336,11 @@ class DpkgReader:
             base = f"{info}/{stem}"
             has = tree.entries.__contains__
             listed = read_list(tree, f"{base}.list") if has(f"{base}.list") else []
+            listed_files += len(listed)
+            listed_bytes += sum(map(len, listed))
+            if listed_files > MAX_DB_FILES or listed_bytes > MAX_DB_PATH_BYTES:
+                raise PkgdbError(f"{info}: the .list files name more than {MAX_DB_FILES}"
+                                 f" files or {MAX_DB_PATH_BYTES} bytes of paths")
             md5 = read_md5sums(tree, f"{base}.md5sums") if has(f"{base}.md5sums") else {}
             conf = read_conffiles(tree, f"{base}.conffiles") if has(f"{base}.conffiles") else set()
             listed = _divert(listed, pkg.name, diversions)

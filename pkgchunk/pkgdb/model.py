@@ -14,6 +14,12 @@ from ..tree import FileTree
 
 Format = Literal["rpm-sqlite", "rpm-bdb", "rpm-ndb", "dpkg", "dpkg-status.d"]
 
+#: Bounds on one database's file list (real ones: well under a million files and a few
+#: hundred MiB of paths). rpm headers share directory names between files, so without
+#: them a 100 KiB header could expand into gigabytes of paths.
+MAX_DB_FILES = 5_000_000
+MAX_DB_PATH_BYTES = 512 << 20
+
 # RPM file flags we care about (rpm's RPMFILE_* bits).
 FLAG_CONFIG = 1 << 0
 FLAG_DOC = 1 << 1

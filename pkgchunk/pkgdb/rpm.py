@@ -21,7 +21,7 @@ from typing import BinaryIO
 from ..errors import PkgdbError
 from ..tree import FileTree, join, parent
 from . import bdb, ndb
-from .model import Format, PackageDb, PackageDbReader
+from .model import MAX_DB_FILES, MAX_DB_PATH_BYTES, Format, PackageDb, PackageDbReader
 from .rpmheader import parse_package
 
 #: Directories rpm keeps its database in: Fedora 36+/SUSE, classic, rpm-ostree.
@@ -87,13 +87,20 @@ class _RpmReader:
     def read(self, tree: FileTree, path: str) -> PackageDb:
         path = tree.resolve(path) or path  # tolerate a path through the image's links
         name = _label(tree, path)
+        packages = []
+        files = paths = 0
         with (
             tempfile.TemporaryDirectory(prefix="pkgchunk-rpmdb-") as tmp,
             contextlib.closing(self._blobs(tree, path, name, Path(tmp))) as blobs,
         ):
-            packages = [
-                parse_package(blob, f"{name}: package {idx}", self.format) for idx, blob in blobs
-            ]
+            for idx, blob in blobs:
+                pkg = parse_package(blob, f"{name}: package {idx}", self.format)
+                files += len(pkg.files)
+                paths += sum(len(f.path) for f in pkg.files)
+                if files > MAX_DB_FILES or paths > MAX_DB_PATH_BYTES:
+                    raise PkgdbError(f"{name}: more than {MAX_DB_FILES} files or"
+                                     f" {MAX_DB_PATH_BYTES} bytes of file paths")
+                packages.append(pkg)
         return PackageDb(
             format=self.format,
             path=path,

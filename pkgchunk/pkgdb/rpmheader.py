@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from ..errors import PkgdbError
-from .model import Package, PkgFile
+from .model import MAX_DB_FILES, MAX_DB_PATH_BYTES, Package, PkgFile
 
 # rpm's own sanity limits on a header (hdrchkTags / hdrchkData).
 MAX_ENTRIES = 0xFFFF
@@ -192,11 +192,14 @@ class Header:
             dirindexes = self.ints(TAG_DIRINDEXES) or ()
             if len(dirindexes) != len(basenames):
                 self._fail(f"{len(dirindexes)} DIRINDEXES for {len(basenames)} BASENAMES")
-            paths = []
+            total = 0
             for base, di in zip(basenames, dirindexes, strict=True):
                 if di >= len(dirnames):
                     self._fail(f"dirindex {di} out of range ({len(dirnames)} DIRNAMES)")
-                paths.append(dirnames[di] + base)
+                total += len(dirnames[di]) + len(base)
+            if len(basenames) > MAX_DB_FILES or total > MAX_DB_PATH_BYTES:
+                self._fail(f"{len(basenames)} files with {total} bytes of paths is too many")
+            paths = [dirnames[di] + base for base, di in zip(basenames, dirindexes, strict=True)]
         else:
             paths = self.strings(TAG_OLDFILENAMES) or []
         n = len(paths)
