@@ -251,6 +251,10 @@ def rechunk_cmd(
     probability, packages, digest.
     """
     srcs, dest = _split_images(images)
+    if sbom is not None:
+        from .sbom import check_target
+
+        check_target(sbom[1])  # before the long work, not after
     from .compress import check_level
     from .oci.write import WriteOptions
     from .rechunk import PlanOptions, plan_table, rechunk_packages

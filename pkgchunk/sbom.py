@@ -170,6 +170,15 @@ def spdx_document(
     }
 
 
+def check_target(path: str) -> None:
+    """OutputError now if ``path`` cannot be written later (its directory is missing)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise OutputError(f"{path}: is a directory")
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise OutputError(f"{path}: cannot write: directory {directory} is missing or read-only")
+
+
 def write_json(path: str, doc: Mapping[str, Any]) -> None:
     """Write ``doc`` to ``path`` under a temporary name, then rename (all or nothing)."""
     target = os.path.abspath(path)

@@ -115,3 +115,23 @@ def temp_store(tmp: Path) -> Iterator[TempStore]:
         yield store
     finally:
         shutil.rmtree(runroot, ignore_errors=True)
+
+
+def fedora_root(tmp: Path) -> Path:
+    """A Fedora-like root: real RPMs installed by the real rpm into a sqlite rpmdb, and an
+    os-release saying Fedora 40 (what a bootc base image looks like to the readers)."""
+    from .rpmbuild import SQLITE_DBPATH, build_rpms, rpm_cmd
+
+    work = tmp / "rpmwork"
+    work.mkdir()
+    rpms = build_rpms(work)
+    root = tmp / "fedora-root"
+    (root / "usr/lib").mkdir(parents=True)
+    (root / "etc").mkdir()
+    (root / "usr/lib/os-release").write_text(
+        'NAME="Fedora Linux"\nVERSION="40 (Container Image)"\nID=fedora\nVERSION_ID=40\n'
+    )
+    (root / "etc/os-release").symlink_to("../usr/lib/os-release")
+    rpm_cmd(root, SQLITE_DBPATH, "--initdb")
+    rpm_cmd(root, SQLITE_DBPATH, "-i", "--nodeps", "--noscripts", *map(str, rpms))
+    return root
