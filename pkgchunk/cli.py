@@ -45,6 +45,7 @@ class _ClickHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            progress.break_line()
             click.echo(f"pkgchunk: {record.levelname.lower()}: {record.getMessage()}", err=True)
         except Exception:
             self.handleError(record)

@@ -119,6 +119,14 @@ def step(what: str) -> Iterator[None]:
         reporter.end()
 
 
+def break_line() -> None:
+    """End a half-drawn progress line, so a log message starts on a line of its own."""
+    reporter = _reporter
+    if reporter is not None:
+        with reporter._lock:
+            reporter._finish_line()
+
+
 def advance(n: int) -> None:
     """Count ``n`` bytes done in the current step (any thread)."""
     reporter = _reporter

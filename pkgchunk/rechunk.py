@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +29,8 @@ from .refs import ImageRef, parse_ref
 from .rules import default_rules_name, load_rules
 from .sbom import read_os_release
 from .tree import FileTree
+
+log = logging.getLogger(__name__)
 
 Planner = Callable[[Image], Sequence[LayerSpec]]
 #: One source reference, or several stacked in order (base first).
@@ -203,10 +207,17 @@ def rechunk_packages(
         prev = _previous(dest_ref, opts)
         if prev is not None:
             stack.callback(prev.close)
+        log.debug("previous build: %s", prev.ref if prev else "none")
+        t0 = time.monotonic()
         with _open_sources(src) as image:
+            t1 = time.monotonic()
+            log.debug("read %s: %d paths in %.1f s", image.ref, len(image.tree), t1 - t0)
             planned = plan_tree(
                 image.tree, opts, prev.labels if prev else None, wopts.source_date_epoch
             )
+            t2 = time.monotonic()
+            log.debug("planned %d layers (rules %s) in %.1f s",
+                      len(planned.outcome.layer_specs), planned.rules_name, t2 - t1)
             release = read_os_release(planned.tree)
             labels = {
                 **wopts.labels,
@@ -219,6 +230,9 @@ def rechunk_packages(
                 result = write_image(
                     planned.tree, image.config, planned.outcome.layer_specs, dest_ref, final
                 )
+            log.debug("wrote %s in %.1f s (%d of %d layers reused)", result.ref,
+                      time.monotonic() - t2, sum(w.reused for w in result.layers),
+                      len(result.layers))
         warnings = planned.ownership.warnings + planned.outcome.warnings
         return RechunkResult(result, planned, prev.ref if prev else None, warnings, release)
 
