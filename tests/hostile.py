@@ -270,3 +270,72 @@ def tree_files(root: Path) -> list[str]:
         for name in dirs + files:
             out.append(os.path.relpath(os.path.join(base, name), root))
     return sorted(out)
+
+
+def busy_source(dest: Path, *, seed: int = 0, megabytes: int = 8, tag: str = "src") -> str:
+    """An OCI layout that takes a noticeable while to rechunk: incompressible data spread
+    over several top-level directories (so several output layers), plus many small files
+    and links. Returns its reference."""
+    import random
+
+    rnd = random.Random(seed)
+    tops = ["usr", "etc", "opt", "var", "srv", "lib"]
+    members: list[Member] = []
+    for n in range(megabytes):
+        top = tops[n % len(tops)]
+        members.append(Member(f"{top}/blob{n}", data=rnd.randbytes(1 << 20)))
+    for i in range(600):
+        members.append(Member(f"{tops[i % len(tops)]}/small/f{i}", data=b"%d\n" % i * 20))
+    members.append(Member("usr/bin/tool", data=b"tool" * 100, mode=0o755))
+    members.append(Member("usr/bin/tool2", type="hardlink", target="usr/bin/tool"))
+    members.append(Member("bin", type="symlink", target="usr/bin"))
+    half = len(members) // 2
+    built = build_image([Layer(members[:half]), Layer(members[half:], compression="zstd")])
+    write_layout(dest, {tag: built})
+    return f"oci:{dest}:{tag}"
+
+
+def layout_problems(layout: Path) -> list[str]:
+    """Everything wrong with an OCI layout a reader could trip over: index.json that does
+    not parse, a manifest, config or layer blob that is missing or does not match its
+    digest and size. Empty when the layout is sound."""
+    import hashlib
+
+    problems: list[str] = []
+
+    def blob(desc: Any, what: str) -> bytes | None:
+        digest = desc.get("digest", "") if isinstance(desc, dict) else ""
+        path = layout / "blobs" / "sha256" / digest.partition(":")[2]
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            problems.append(f"{what} {digest}: {err.strerror}")
+            return None
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest or len(data) != desc["size"]:
+            problems.append(f"{what} {digest}: wrong content")
+            return None
+        return data
+
+    try:
+        index = json.loads((layout / "index.json").read_bytes())
+    except (OSError, ValueError) as err:
+        return [f"index.json: {err}"]
+    for desc in index.get("manifests", []):
+        raw = blob(desc, "manifest")
+        if raw is None:
+            continue
+        manifest = json.loads(raw)
+        blob(manifest["config"], "config")
+        for layer in manifest["layers"]:
+            blob(layer, "layer")
+    return problems
+
+
+def layout_tags(layout: Path) -> dict[str, str]:
+    """tag -> manifest digest of a layout's index.json."""
+    index = json.loads((layout / "index.json").read_bytes())
+    return {
+        d["annotations"]["org.opencontainers.image.ref.name"]: d["digest"]
+        for d in index["manifests"]
+        if "org.opencontainers.image.ref.name" in (d.get("annotations") or {})
+    }

@@ -262,25 +262,51 @@ def init_layout(layout: str, label: str) -> str | None:
             top = os.path.dirname(top)
         try:
             os.makedirs(layout)
+            created = top
+        except FileExistsError:
+            pass  # another writer made it just now: it is theirs
         except OSError as err:
             raise os_error(label, err) from err
-        created = top
-    elif not os.path.isdir(layout):
+    if not os.path.isdir(layout):
         raise OutputError(f"{label}: {layout} exists and is not a directory")
     marker = os.path.join(layout, LAYOUT_FILE)
     if not os.path.exists(marker):
         try:
-            if os.listdir(layout):
-                raise OutputError(
-                    f"{label}: {layout} is not empty and has no {LAYOUT_FILE} file "
-                    "(not an OCI layout)"
-                )
-            write_atomic(marker, canonical_json({"imageLayoutVersion": LAYOUT_VERSION}))
-        except OSError as err:
+            _refuse_foreign(layout, label)
+            # Concurrent writers into a new layout: one writes the marker, the others see it.
+            with locked_index(layout, label):
+                if not os.path.exists(marker):
+                    _refuse_foreign(layout, label)
+                    write_atomic(marker, canonical_json({"imageLayoutVersion": LAYOUT_VERSION}))
+        except (OSError, OutputError) as err:
             if created is not None:
                 shutil.rmtree(created, ignore_errors=True)
+            if isinstance(err, OutputError):
+                raise
             raise os_error(label, err) from err
     return created
+
+
+def _refuse_foreign(layout: str, label: str) -> None:
+    """A directory with files of its own is not ours to turn into a layout (our lock file
+    and temp files, left by a writer killed at the wrong moment, do not count)."""
+    if any(n != LOCK_FILE and not n.startswith(TMP_PREFIX) for n in os.listdir(layout)):
+        raise OutputError(
+            f"{label}: {layout} is not empty and has no {LAYOUT_FILE} file (not an OCI layout)"
+        )
+
+
+def remove_new_layout(layout: str, created: str, label: str) -> None:
+    """Undo :func:`init_layout` after a failed write: remove the directories it created,
+    unless another writer has meanwhile committed an image there (checked under the
+    index lock). Never raises."""
+    try:
+        with locked_index(layout, label):
+            if not os.path.exists(os.path.join(layout, INDEX_FILE)):
+                shutil.rmtree(created, ignore_errors=True)
+    except (OSError, OutputError):
+        if not os.path.exists(os.path.join(layout, INDEX_FILE)):
+            shutil.rmtree(created, ignore_errors=True)
 
 
 def write_atomic(path: str, data: bytes) -> None:

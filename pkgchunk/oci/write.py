@@ -46,6 +46,7 @@ from .store import (
     canonical_json,
     init_layout,
     read_index,
+    remove_new_layout,
 )
 
 #: The layer descriptor annotation naming the LayerSpec a layer was written from.
@@ -152,7 +153,7 @@ def _write_oci(
         if store is not None:
             store.rollback()
         if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
+            remove_new_layout(ref.path, created, label)
         _reraise(label, err)
     return WriteResult(label, mdesc.digest, cdesc.digest, tuple(layers))
 
