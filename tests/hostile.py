@@ -6,9 +6,11 @@ bounds time and memory so a test fails instead of hanging the machine.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
+import random
 import resource
 import signal
 import subprocess
@@ -238,12 +240,17 @@ def run_cli(
     *,
     timeout: float = 60,
     memory: int = 1 << 30,
+    file_size: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``pkgchunk ARGS`` in a child limited to ``memory`` bytes of address space and
-    ``timeout`` seconds (the test fails when it is exceeded)."""
+    ``timeout`` seconds (the test fails when it is exceeded); with ``file_size``, no file
+    may grow past it (writes fail with EFBIG, like a full disk)."""
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        if file_size is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
 
     return subprocess.run(
         [sys.executable, "-c", "from pkgchunk.cli import main; main()", *args],
@@ -276,8 +283,6 @@ def busy_source(dest: Path, *, seed: int = 0, megabytes: int = 8, tag: str = "sr
     """An OCI layout that takes a noticeable while to rechunk: incompressible data spread
     over several top-level directories (so several output layers), plus many small files
     and links. Returns its reference."""
-    import random
-
     rnd = random.Random(seed)
     tops = ["usr", "etc", "opt", "var", "srv", "lib"]
     members: list[Member] = []
@@ -299,8 +304,6 @@ def layout_problems(layout: Path) -> list[str]:
     """Everything wrong with an OCI layout a reader could trip over: index.json that does
     not parse, a manifest, config or layer blob that is missing or does not match its
     digest and size. Empty when the layout is sound."""
-    import hashlib
-
     problems: list[str] = []
 
     def blob(desc: Any, what: str) -> bytes | None:
