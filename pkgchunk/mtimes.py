@@ -9,12 +9,15 @@ Policy ``clamp`` (the default): every path owned by a package gets
 ``min(mtime, stable time of its owner)``, the stable time of a package being the newest
 mtime among its own payload files (or its RPM build time when it has none). Files derived
 from a package's files (``__pycache__/*.pyc``, ``usr/lib/modules/VER/modules.*``) count as
-its own. A file with several owners takes the newest of their times. A directory, owned or
-not, takes the oldest stable time of everything owned in or below it: every layer holding a
-file below it carries the directory's entry too, so its mtime must not move when just one
-package below it is updated. Other unowned paths get ``min(mtime, SOURCE_DATE_EPOCH)`` when
-an epoch is given. Mtimes only ever move backwards and no time is invented. Policy ``keep``
-leaves every mtime as it is.
+its own; a symlink standing for a directory (merged /usr's ``bin``, which packages list as
+their directory) does not count. A file with several owners takes the newest of their
+times. Every directory, and every symlink standing for one, gets ``min(mtime, 1 January of
+the year of the image's oldest stable time)`` (:func:`directory_epoch`): every layer holding
+a file below a directory carries the directory's entry too, so its mtime must not move when
+a package below it is updated; a time taken from the packages below it moved whenever the
+oldest of them was (measured on the benchmark series: 2.27x the floor against 1.50x). Other
+unowned paths get ``min(mtime, SOURCE_DATE_EPOCH)`` when an epoch is given. Mtimes only
+ever move backwards. Policy ``keep`` leaves every mtime as it is.
 
 The function is deterministic in (tree, ownership, epoch), so ``verify`` can apply it to the
 input and compare exactly.
@@ -23,11 +26,13 @@ input and compare exactly.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+from collections.abc import Mapping
 from typing import Literal
 
 from .groups import derived_owners
 from .pkgdb.model import Ownership
-from .tree import FileTree, ancestors
+from .tree import Entry, FileTree
 
 Policy = Literal["clamp", "keep"]
 
@@ -39,12 +44,28 @@ POLICIES: tuple[Policy, ...] = ("clamp", "keep")
 _DB_PREFIXES = ("var/lib/dpkg/", "usr/lib/sysimage/rpm/", "var/lib/rpm/")
 
 
+def _dir_like(tree: FileTree, path: str, entry: Entry) -> bool:
+    """A directory, or a symlink that stands for one (merged /usr's ``bin -> usr/bin``).
+
+    Packages list ``/bin`` and ``/lib64`` as their directories; in a merged-/usr image
+    those paths are symlinks the build created, with the build's wall-clock time. They
+    are not any package's payload, so they must not set a package's stable time.
+    """
+    if entry.kind == "dir":
+        return True
+    if entry.kind != "sym":
+        return False
+    real = tree.resolve(path)
+    target = tree.entries.get(real) if real else None
+    return target is not None and target.kind == "dir"
+
+
 def stable_times(tree: FileTree, ownership: Ownership) -> dict[str, int]:
     """Package key -> its stable time: newest mtime of its payload files in this image."""
     newest: dict[str, int] = {}
     for path, owners in ownership.owners.items():
         entry = tree.entries.get(path)
-        if entry is None or entry.kind == "dir" or path.startswith(_DB_PREFIXES):
+        if entry is None or path.startswith(_DB_PREFIXES) or _dir_like(tree, path, entry):
             continue
         for key in owners:
             if entry.mtime > newest.get(key, -1):
@@ -53,6 +74,25 @@ def stable_times(tree: FileTree, ownership: Ownership) -> dict[str, int]:
         if key not in newest and pkg.buildtime is not None:
             newest[key] = pkg.buildtime
     return newest
+
+
+def directory_epoch(stable: Mapping[str, int]) -> int | None:
+    """The mtime limit of every directory: 1 January (UTC) of the oldest stable time's year.
+
+    The oldest stable time alone would move whenever the image's oldest package is
+    updated or removed, and with it every directory entry in every layer; the start of its
+    year moves only once every package of that year has gone. Still no later than any
+    package's payload. None without packages.
+    """
+    oldest = min(stable.values(), default=None)
+    if oldest is None:
+        return None
+    try:
+        year = datetime.datetime.fromtimestamp(oldest, tz=datetime.UTC).year
+        start = datetime.datetime(year, 1, 1, tzinfo=datetime.UTC)
+    except (OverflowError, OSError, ValueError):
+        return oldest
+    return min(oldest, int(start.timestamp()))
 
 
 def apply(
@@ -72,23 +112,17 @@ def apply(
     # clamped like their origin they stay identical across rebuilds and follow its layer.
     derived = derived_owners(tree, ownership)
     limits: dict[str, int] = {}
-    dir_floor: dict[str, int] = {}
+    # A directory's entry is in every layer that holds anything below it, so its mtime must
+    # not depend on which packages below it were updated.
+    floor = directory_epoch(stable)
     for path, entry in tree.entries.items():
+        if floor is not None and _dir_like(tree, path, entry):
+            limits[path] = floor
+            continue
         owners = ownership.owners.get(path) or derived.get(path)
         times = [stable[k] for k in owners if k in stable] if owners else []
-        if not times:
-            continue
-        own = min(times) if entry.kind == "dir" else max(times)
-        if entry.kind != "dir":
-            limits[path] = own
-        for anc in (*ancestors(path), path) if entry.kind == "dir" else ancestors(path):
-            if own < dir_floor.get(anc, own + 1):
-                dir_floor[anc] = own
-    # Every layer with a file below a directory carries that directory's entry, so its
-    # mtime must not move when one package below it is updated: a directory takes the
-    # oldest stable time of everything owned in or below it, owned by a package or not
-    # (var/lib/dpkg/info, /usr/share/doc hold every package's files).
-    limits.update(dir_floor)
+        if times:
+            limits[path] = max(times)
     if source_date_epoch is not None:
         for path in tree.entries:
             cur = limits.get(path)

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import calendar
+
 from pkgchunk import mtimes
 from pkgchunk.pkgdb.model import Ownership, Package
 from pkgchunk.tree import DataRef, Entry, FileTree
+
+#: 2023-01-01 UTC: directories of an image whose oldest payload is from 2023 clamp to it.
+Y2023 = calendar.timegm((2023, 1, 1, 0, 0, 0))
+DAY = 86_400
+
+
+def d(n: int) -> int:
+    """A time n days into 2023 (n < 365), or later."""
+    return Y2023 + n * DAY
 
 
 def _tree(**mt: int) -> FileTree:
@@ -24,16 +35,18 @@ def _own(owners: dict[str, tuple[str, ...]]) -> Ownership:
 
 
 def test_install_time_files_clamp_to_payload_time() -> None:
-    # 'a' payload from the .deb (mtime 100); dpkg's own list file and a dir written at 5000.
-    tree = _tree(usr__bin__a=100, var__lib__dpkg__info__a_list=5000, usr__share__a_d=5000)
+    # 'a' payload from the .deb (day 100); dpkg's own list file and a dir written later.
+    tree = _tree(usr__bin__a=d(100), var__lib__dpkg__info__a_list=d(500),
+                 usr__share__a_d=d(500))
     own = _own({"usr/bin/a": ("a",), "var/lib/dpkg/info/a_list": ("a",),
                 "usr/share/a_d": ("a",)})
     out = mtimes.apply(tree, own)
-    assert out.entries["usr/bin/a"].mtime == 100
-    assert out.entries["var/lib/dpkg/info/a_list"].mtime == 100
-    assert out.entries["usr/share/a_d"].mtime == 100
+    assert out.entries["usr/bin/a"].mtime == d(100)
+    assert out.entries["var/lib/dpkg/info/a_list"].mtime == d(100)
+    assert out.entries["usr/share/a_d"].mtime == Y2023  # directories: the oldest year's start
     # A rebuild at another wall-clock time gives the same result.
-    tree2 = _tree(usr__bin__a=100, var__lib__dpkg__info__a_list=9000, usr__share__a_d=9000)
+    tree2 = _tree(usr__bin__a=d(100), var__lib__dpkg__info__a_list=d(900),
+                  usr__share__a_d=d(900))
     out2 = mtimes.apply(tree2, own)
     assert {p: e.mtime for p, e in out.entries.items()} == {
         p: e.mtime for p, e in out2.entries.items()
@@ -64,15 +77,33 @@ def test_hardlinked_paths_share_one_mtime() -> None:
     assert out.entries["usr/bin/x"].mtime == out.entries["var/lib/dpkg/y"].mtime == 200
 
 
-def test_shared_directory_takes_oldest_owner_time() -> None:
-    # usr/share_d is owned by a (payload at 100) and b (payload at 300): an update of b
-    # must not move the directory's mtime, since every layer below it carries its entry.
-    tree = _tree(usr__share_d=9000, usr__share__a=100, usr__share__b=300)
+def test_shared_directory_does_not_move_when_a_package_below_it_does() -> None:
+    # usr/share_d is owned by a (payload at day 100) and b (day 300): an update of b, or
+    # of a (the oldest), must not move the directory's mtime, since every layer below it
+    # carries its entry.
+    tree = _tree(usr__share_d=d(900), usr__share__a=d(100), usr__share__b=d(300))
     own = _own({"usr/share_d": ("a", "b"), "usr/share/a": ("a",), "usr/share/b": ("b",)})
     out = mtimes.apply(tree, own)
-    assert out.entries["usr/share_d"].mtime == 100
-    bumped = _tree(usr__share_d=9500, usr__share__a=100, usr__share__b=800)
-    assert mtimes.apply(bumped, own).entries["usr/share_d"].mtime == 100
+    assert out.entries["usr/share_d"].mtime == Y2023
+    bumped = _tree(usr__share_d=d(950), usr__share__a=d(100), usr__share__b=d(800))
+    assert mtimes.apply(bumped, own).entries["usr/share_d"].mtime == Y2023
+    oldest_bumped = _tree(usr__share_d=d(950), usr__share__a=d(200), usr__share__b=d(300))
+    assert mtimes.apply(oldest_bumped, own).entries["usr/share_d"].mtime == Y2023
+    # once no package of 2023 is left, the directories move to the next oldest year
+    gone = _tree(usr__share_d=d(950), usr__share__a=d(400), usr__share__b=d(800))
+    assert mtimes.apply(gone, own).entries["usr/share_d"].mtime == calendar.timegm(
+        (2024, 1, 1, 0, 0, 0)
+    )
+
+
+def test_directory_epoch_is_bounded_and_never_later_than_a_payload() -> None:
+    assert mtimes.directory_epoch({}) is None
+    assert mtimes.directory_epoch({"a": d(100), "b": d(20)}) == Y2023
+    assert mtimes.directory_epoch({"a": Y2023}) == Y2023
+    # hostile times (far future, before 1970) still give a limit no later than the oldest
+    for t in (-5, 10**15, -(10**15)):
+        limit = mtimes.directory_epoch({"a": t})
+        assert limit is not None and limit <= t
 
 
 def _entries(spec: dict[str, tuple[str, int]] | None = None, **kw: tuple[str, int]) -> FileTree:
@@ -94,15 +125,18 @@ def test_unowned_directory_takes_oldest_time_below_it() -> None:
         return _entries(var=("dir", now), var__lib=("dir", now), var__lib__dpkg=("dir", now),
                         var__lib__dpkg__info=("dir", now), var__lib__dpkg__info__a=("reg", now),
                         var__lib__dpkg__info__b=("reg", now), var__cache=("dir", now),
-                        usr=("dir", now), usr__a=("reg", 100), usr__b=("reg", b_time))
+                        var__log=("dir", 5), var__log__x=("reg", now),
+                        usr=("dir", now), usr__a=("reg", d(100)), usr__b=("reg", b_time))
 
-    out = mtimes.apply(tree(9000, 300), own)
-    assert out.entries[info].mtime == out.entries["var"].mtime == 100
-    assert out.entries[f"{info}/b"].mtime == 300  # dpkg's own file: its package's time
-    assert out.entries["var/cache"].mtime == 9000  # nothing owned below, no epoch: kept
-    bumped = mtimes.apply(tree(9900, 800), own)
-    assert bumped.entries[info].mtime == 100
-    assert bumped.entries["usr/b"].mtime == 800
+    out = mtimes.apply(tree(d(900), d(300)), own)
+    assert out.entries[info].mtime == out.entries["var"].mtime == Y2023
+    assert out.entries[f"{info}/b"].mtime == d(300)  # dpkg's own file: its package's time
+    assert out.entries["var/cache"].mtime == Y2023  # every directory, even with nothing owned
+    assert out.entries["var/log"].mtime == 5  # older already: never moved forward
+    assert out.entries["var/log/x"].mtime == d(900)  # unowned file, no epoch: kept
+    bumped = mtimes.apply(tree(d(990), d(800)), own)
+    assert bumped.entries[info].mtime == Y2023
+    assert bumped.entries["usr/b"].mtime == d(800)
 
 
 def test_derived_files_clamp_like_their_origin() -> None:
@@ -111,11 +145,46 @@ def test_derived_files_clamp_like_their_origin() -> None:
     pyc = "usr/lib/p/__pycache__/mod.cpython-311.pyc"
 
     def tree(now: int) -> FileTree:
-        spec = {"usr": ("dir", now), "usr/lib": ("dir", now), "usr/lib/p": ("dir", 50),
-                "usr/lib/p/mod.py": ("reg", 100), "usr/lib/p/__pycache__": ("dir", now),
+        spec = {"usr": ("dir", now), "usr/lib": ("dir", now), "usr/lib/p": ("dir", d(50)),
+                "usr/lib/p/mod.py": ("reg", d(100)), "usr/lib/p/__pycache__": ("dir", now),
                 pyc: ("reg", now)}
         return _entries(spec)
 
-    a, b = mtimes.apply(tree(9000), own), mtimes.apply(tree(9900), own)
-    assert a.entries[pyc].mtime == b.entries[pyc].mtime == 100
-    assert a.entries["usr/lib/p/__pycache__"].mtime == 100
+    a, b = mtimes.apply(tree(d(900)), own), mtimes.apply(tree(d(990)), own)
+    assert a.entries[pyc].mtime == b.entries[pyc].mtime == d(100)
+    assert a.entries["usr/lib/p/__pycache__"].mtime == Y2023
+
+
+def _symlink(path: str, target: str, t: int) -> Entry:
+    return Entry(path=path, kind="sym", mode=0o777, mtime=t, target=target)
+
+
+def test_merged_usr_alias_is_not_payload() -> None:
+    # Packages list /bin (and /lib64) as their directory; on a merged-/usr image it is a
+    # symlink the build made at wall-clock time. It must not become their stable time, or
+    # every directory of theirs would carry the build time and change on every rebuild.
+    own = _own({"bin": ("a", "b"), "lib64": ("a",), "usr/bin/x": ("a",), "usr/bin/y": ("b",),
+                "usr/share/doc/a": ("a",)})
+
+    def tree(now: int, b_time: int) -> FileTree:
+        base = _entries({"usr": ("dir", now), "usr/bin": ("dir", now),
+                         "usr/lib64": ("dir", now), "usr/bin/x": ("reg", d(100)),
+                         "usr/bin/y": ("reg", b_time), "usr/share": ("dir", now),
+                         "usr/share/doc": ("dir", now), "usr/share/doc/a": ("dir", now)})
+        base.entries["bin"] = _symlink("bin", "usr/bin", now)
+        base.entries["lib64"] = _symlink("lib64", "usr/lib64", now)
+        return base
+
+    a, b = mtimes.apply(tree(d(900), d(300)), own), mtimes.apply(tree(d(990), d(800)), own)
+    assert mtimes.stable_times(tree(d(900), d(300)), own) == {"a": d(100), "b": d(300)}
+    assert a.entries["usr/share/doc/a"].mtime == b.entries["usr/share/doc/a"].mtime == Y2023
+    # the alias itself, shared by a and b, is clamped like a directory
+    assert a.entries["bin"].mtime == b.entries["bin"].mtime == Y2023
+    assert a.entries["lib64"].mtime == Y2023
+
+
+def test_symlink_to_a_file_still_counts() -> None:
+    own = _own({"usr/bin/x": ("a",), "usr/bin/sh": ("a",)})
+    t = _entries({"usr": ("dir", 50), "usr/bin": ("dir", 50), "usr/bin/x": ("reg", 100)})
+    t.entries["usr/bin/sh"] = _symlink("usr/bin/sh", "x", 200)
+    assert mtimes.stable_times(t, own) == {"a": 200}
