@@ -144,22 +144,23 @@ class FileTree:
     def resolve(self, path: str, *, follow_last: bool = True) -> str | None:
         """Resolve ``path`` through the tree's own symlinks, never the host's.
 
-        Returns the tree path it names, or None when it does not exist, loops, or is
-        PATH_MAX long; a link pointing above the root is clamped to the root like
-        chroot would do. The work is bounded by PATH_MAX and MAX_SYMLINK_HOPS.
+        Returns the tree path it names, or None where Linux would fail (missing, a loop of
+        links, a non-directory with more path after it, PATH_MAX long). '..' is taken
+        after the links before it, like the kernel does, and stops at the root, like
+        chroot. A trailing '/' asks for a directory. The work is bounded by PATH_MAX and
+        MAX_SYMLINK_HOPS whatever the links say.
         """
-        norm = normalize(path)
-        if norm is None or len(norm) >= PATH_MAX:
+        if len(path) >= PATH_MAX:
             return None
-        todo = [p for p in reversed(norm.split("/")) if p]  # a stack: next name last
+        todo = _components(path)  # a stack: next name last
         done = ""
         hops = 0
         while todo:
             name = todo.pop()
+            if name == ".":
+                continue
             if name == "..":
                 done = parent(done)
-                continue
-            if name == ".":
                 continue
             cur = f"{done}/{name}" if done else name
             entry = self.entries.get(cur)
@@ -168,14 +169,24 @@ class FileTree:
             if entry.kind == "sym" and (todo or follow_last):
                 hops += 1
                 target = entry.target
-                if hops > MAX_SYMLINK_HOPS or len(target) >= PATH_MAX:
+                if hops > MAX_SYMLINK_HOPS or not target or len(target) >= PATH_MAX:
                     return None
                 if target.startswith("/"):
                     done = ""
-                todo.extend(p for p in reversed(target.split("/")) if p)
+                todo.extend(_components(target))
                 continue
+            if todo and entry.kind != "dir":
+                return None  # ENOTDIR
             done = cur
         return done
+
+
+def _components(path: str) -> list[str]:
+    """The names of ``path`` last to first; a trailing '/' becomes '.' (a directory)."""
+    names = [p for p in reversed(path.split("/")) if p]
+    if names and path.endswith("/"):
+        names.insert(0, ".")
+    return names
 
 
 class _Window:
