@@ -72,9 +72,9 @@ class Reporter:
         elapsed = max(now - s.start, 1e-6)
         text = f"{s.what}: {_size(s.done)}, {_size(s.done / elapsed)}/s"
         if final:
-            text = f"{s.what}: {_size(s.done)} in {elapsed:.1f} s"
+            text = f"{s.what}: done in {elapsed:.1f} s"
             if s.done:
-                text += f" ({_size(s.done / elapsed)}/s)"
+                text = f"{s.what}: {_size(s.done)} in {elapsed:.1f} s ({_size(s.done / elapsed)}/s)"
         self.stream.write(f"\r\x1b[K{text}" + ("\n" if final else ""))
         self.stream.flush()
         self._open_line = not final

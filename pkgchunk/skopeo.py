@@ -240,10 +240,11 @@ def run(
     which may carry a JSON document).
     """
     log.debug("running %s", _shown(cmd))
+    direct = show_output and _has_fd(sys.stderr)
     try:
         proc = subprocess.run(
             list(cmd),
-            stdout=sys.stderr if show_output else subprocess.PIPE,
+            stdout=sys.stderr if direct else subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **env} if env else None,
@@ -251,6 +252,8 @@ def run(
         )
     except OSError as err:
         raise error(f"{label}: cannot run {cmd[0]}: {err.strerror or err}") from None
+    if show_output and not direct and proc.stdout:
+        sys.stderr.write(proc.stdout.decode("utf-8", "replace"))  # a captured stderr (tests)
     stderr = proc.stderr.decode("utf-8", "replace")
     if proc.returncode != 0:
         words = [a for a in cmd[1:] if not a.startswith("-")][:2]
@@ -259,6 +262,13 @@ def run(
     if stderr.strip():
         log.debug("%s: %s", os.path.basename(cmd[0]), stderr.strip())
     return "" if show_output else proc.stdout.decode("utf-8", "replace")
+
+
+def _has_fd(stream: object) -> bool:
+    try:
+        return isinstance(stream.fileno(), int)  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _copy_args() -> list[str]:

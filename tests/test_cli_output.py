@@ -202,3 +202,34 @@ def test_every_json_document_matches_its_documented_schema(work: dict[str, str])
     assert not differ["identical"]
     assert {"path": None, "what": "config.Env ['X=1'] != ['X=2']"} in differ["differences"]
     assert {"path": "/f", "what": "content differs"} in differ["differences"]
+
+
+def test_reporter_counts_every_thread_and_nests_steps() -> None:
+    import io
+
+    from pkgchunk import progress
+
+    buf = io.StringIO()
+    assert not progress.enabled()
+    progress.advance(10)  # off: nothing happens
+    with progress.reporting(buf):
+        assert progress.enabled()
+        with progress.step("outer"):
+            progress.advance(1024)
+            with progress.step("inner"):
+                workers = [
+                    threading.Thread(target=lambda: [progress.advance(1024) for _ in range(256)])
+                    for _ in range(4)
+                ]
+                for w in workers:
+                    w.start()
+                for w in workers:
+                    w.join()
+            progress.advance(1024)
+        progress.advance(5)  # between steps: not counted anywhere
+    assert not progress.enabled()
+    lines = [line.rsplit("\x1b[K", 1)[-1] for line in buf.getvalue().split("\n") if line]
+    finals = [line for line in lines if " in " in line]  # a running line ends with a rate
+    assert len(finals) == 2, lines
+    assert re.fullmatch(r"inner: 1\.0 MiB in [\d.]+ s \(.*/s\)", finals[0]), finals
+    assert re.fullmatch(r"outer: 2\.0 KiB in [\d.]+ s \(.*/s\)", finals[1]), finals
