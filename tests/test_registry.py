@@ -90,3 +90,30 @@ def test_pull_of_an_update_costs_pull_bytes(registry: Registry, tmp_path: Path) 
         skopeo("copy", "-q", "--src-tls-verify=false", f"{repo}:v2", s2.ref("demo:v2"))
         full = registry.settled_gets(start)
     assert sum(n for digest, n in full if digest in pulled | held) == d["total_bytes"]
+
+
+def test_docker_input_and_a_multi_arch_index(registry: Registry, tmp_path: Path) -> None:
+    from pkgchunk.oci.platform import host_arch
+
+    from .imagebuild import build_image, build_index, file, write_layout
+
+    other = "arm64" if host_arch() != "arm64" else "amd64"
+    mine = build_image([[file("which", b"mine")]], arch=host_arch())
+    theirs = build_image([[file("which", b"theirs")]], arch=other)
+    layout = write_layout(tmp_path / "multi", {"1": build_index([mine, theirs])})
+    ref = f"docker://{registry.host}/multi:1"
+    skopeo("copy", "-q", "--all", "--dest-tls-verify=false", f"oci:{layout}:1", ref)
+    # diff reads the index through skopeo inspect and picks this machine's image.
+    d = json.loads(pkgchunk("diff", ref, ref, "--src-tls-verify=false", "--json"))
+    assert [la["digest"] for la in d["layers"]] == mine.layer_digests
+    assert d["pull_bytes"] == 0
+    # Reading docker:// (skopeo copy to a temporary layout): this machine's files.
+    out = pkgchunk("verify", f"oci:{layout}:1", ref, "--src-tls-verify=false")
+    assert out.startswith("identical: ")
+    # Without --src-tls-verify=false the plain-HTTP registry is refused, in one line.
+    proc = subprocess.run(
+        [sys.executable, "-m", "pkgchunk.cli", "diff", ref, ref], capture_output=True,
+        text=True, check=False,
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(f"pkgchunk: error: {ref}: skopeo inspect failed: ")
