@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import pkgchunk.oci.write as write_mod
 from pkgchunk.cli import cli
-from pkgchunk.errors import OutputError, PkgchunkError
+from pkgchunk.errors import OutputError, PkgchunkError, ToolMissingError
 from pkgchunk.image import Image
 from pkgchunk.load import open_image
 from pkgchunk.oci.store import (
@@ -168,9 +168,13 @@ def test_archive_dest_that_is_a_directory(tmp_path: Path, image: Image) -> None:
         write(image, f"oci-archive:{tmp_path}")
 
 
-def test_unwritable_transports_and_bad_names(tmp_path: Path, image: Image) -> None:
-    with pytest.raises(OutputError, match="cannot write docker: images"):
-        write(image, "docker://example.org/x:1")
+def test_unwritable_transports_and_bad_names(
+    tmp_path: Path, image: Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as m:
+        m.setenv("PATH", str(tmp_path / "no-tools"))  # docker:// is written through skopeo
+        with pytest.raises(ToolMissingError, match="needs skopeo"):
+            write(image, "docker://example.org/x:1")
     with pytest.raises(PkgchunkError, match="can only be read"):
         write(image, f"rootfs:{tmp_path}/r")
     with pytest.raises(OutputError, match="not a valid docker image name"):
