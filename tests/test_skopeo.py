@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -177,3 +178,32 @@ def test_unwritable_store_is_an_output_error(versions: tuple[str, str], tmp_path
         spec = LayerSpec("all", tuple(image.tree.paths()))
         with pytest.raises(OutputError, match=r"^containers-storage:x:1: skopeo copy failed"):
             write_image(image.tree, image.config, [spec], "containers-storage:x:1")
+
+
+def test_stacking_a_stored_image_leaves_no_temporary_files(
+    versions: tuple[str, str], store: TempStore, tmp_path: Path
+) -> None:
+    from .imagebuild import build_image, file, write_layout
+
+    v1, _ = versions
+    stored = "containers-storage:localhost/demo:base"
+    assert run_cli("rechunk", v1, stored, *store.cli_options).returncode == 0
+    app = write_layout(tmp_path / "app", {"t": build_image([[file("srv/app", b"app\n")]])})
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    dest = f"oci:{tmp_path}/out:merged"
+    for push in (dest, "containers-storage:localhost/demo:merged"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "pkgchunk.cli", "rechunk", stored, f"oci:{app}:t", push,
+             *store.cli_options, "--json"],
+            capture_output=True, text=True, check=False, env=env,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert list(scratch.iterdir()) == []  # fetched and pushed layouts are gone
+    with transport_options(TransportOptions(str(store.root), str(store.runroot), "vfs")):
+        with open_image(dest) as out, open_image(v1) as base:
+            assert set(out.tree.entries) == set(base.tree.entries) | {"srv", "srv/app"}
+        res = CliRunner().invoke(cli, ["verify", dest, "containers-storage:localhost/demo:merged",
+                                       *store.cli_options])
+    assert res.exit_code == 0 and res.output.startswith("identical: "), res.output
