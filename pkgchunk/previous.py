@@ -108,7 +108,7 @@ def dest_has_tag(dest: ImageRef) -> bool:
     try:
         with open(index_path, "rb") as f:
             index = json.loads(f.read(16 << 20))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
     manifests = index.get("manifests") if isinstance(index, dict) else None
     if not isinstance(manifests, list):

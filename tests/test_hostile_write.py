@@ -140,3 +140,23 @@ def test_temp_space_exhausted_while_reading(tmp_path: Path, src: str) -> None:
     assert msg.endswith("File too large")
     assert tree_files(tmp_path / "tmpdir") == []
     assert not (tmp_path / "out").exists()
+
+
+def test_nesting_bomb_index_json(tmp_path: Path, src: str) -> None:
+    """index.json nested 100000 deep, as the destination (about to be updated) and as the
+    source: json's recursion limit is one line, not a traceback; nothing is changed."""
+    env = cli_env(tmp_path)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    bomb = "[" * 100_000 + "]" * 100_000
+    (dest / "index.json").write_text(bomb)
+    before = snapshot(dest)
+    res = run_cli(["rechunk", src, f"oci:{dest}:v1"], env)
+    msg = one_error_line(res.returncode, res.stderr, f"oci:{dest}:v1: ")
+    assert "index.json: not valid JSON (maximum recursion depth exceeded" in msg
+    assert snapshot(dest) == before
+    res = run_cli(["rechunk", f"oci:{dest}:v1", f"oci:{tmp_path}/other"], env)
+    assert "malformed index.json: maximum recursion depth" in one_error_line(
+        res.returncode, res.stderr, f"oci:{dest}:v1: "
+    )

@@ -215,7 +215,7 @@ def referenced(layout: str) -> set[str] | None:
             todo = [json.loads(f.read(_MAX_DOC_BYTES))]
     except FileNotFoundError:
         return set()
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     refs: set[str] = set()
     docs = 0
@@ -245,7 +245,7 @@ def referenced(layout: str) -> set[str] | None:
                     todo.append(json.loads(f.read(_MAX_DOC_BYTES)))
             except FileNotFoundError:
                 continue
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 return None
     return refs
 
@@ -367,7 +367,7 @@ def read_index(layout: str, label: str) -> dict[str, Any]:
         raise OutputError(f"{label}: cannot read {path}: {err.strerror}") from err
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, RecursionError) as err:  # nesting bombs too
         raise OutputError(f"{label}: {path}: not valid JSON ({err})") from err
     if not isinstance(doc, dict) or not isinstance(doc.get("manifests", []), list):
         raise OutputError(f"{label}: {path}: not an OCI image index")
