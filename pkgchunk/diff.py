@@ -19,7 +19,8 @@ from .oci.read import Source, read_source
 from .oci.write import LAYER_ANNOTATION
 from .planrecord import LABEL, decode
 from .refs import ImageRef, parse_ref
-from .skopeo import inspect_source, is_remote
+from .remote import inspect_source
+from .skopeo import is_remote
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,8 @@ from .load import default_max_bytes
 from .oci.read import Source, read_source
 from .oci.write import ReusableBlob
 from .refs import ImageRef, parse_ref
-from .skopeo import Side, exists, inspect_source, is_remote
+from .remote import exists, inspect_source
+from .skopeo import Side, is_remote
 
 #: Docker media types whose blobs are byte-compatible with an OCI layer type.
 SAME_BYTES = {

@@ -8,16 +8,16 @@ skopeo and podman configuration says, and pkgchunk never speaks HTTP or touches 
 store's on-disk format.
 
 ``containers-storage:`` input can instead be read in place through ``podman image
-mount`` (``TransportOptions.mount``): no copy and no decompression, at the price of
-needing podman and root (or ``podman unshare``).
+mount`` (``TransportOptions.mount``, :mod:`pkgchunk.podman`): no copy and no
+decompression, at the price of needing podman and root (or ``podman unshare``). What
+only needs manifests (``diff``, a previous build) uses ``skopeo inspect``
+(:mod:`pkgchunk.remote`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import re
@@ -37,7 +37,6 @@ from .refs import REMOTE_TRANSPORTS, ImageRef
 
 if TYPE_CHECKING:
     from .layers import LayerSpec
-    from .oci.read import Source
     from .oci.write import WriteOptions, WriteResult
     from .tree import FileTree
 
@@ -47,15 +46,6 @@ Side = Literal["src", "dest"]
 
 #: The tag used inside the temporary layouts.
 _TAG = "pkgchunk"
-#: Largest manifest or config accepted from ``skopeo inspect`` (as for blobs on disk).
-_MAX_JSON = 16 << 20
-#: skopeo's words for "there is no such image" (registries, containers-storage).
-_NOT_FOUND = re.compile(
-    r"manifest unknown|name unknown|not found|does not resolve to an image ID"
-    r"|identifier is not an image|no such image",
-    re.IGNORECASE,
-)
-
 
 @dataclass(frozen=True)
 class TransportOptions:
@@ -169,7 +159,7 @@ def skopeo_name(ref: ImageRef) -> str:
     return f"containers-storage:[{spec}]{store.name}"
 
 
-def _by_digest(ref: ImageRef, digest: str) -> str:
+def by_digest(ref: ImageRef, digest: str) -> str:
     """skopeo's name for one manifest of ``ref`` (a tag and a digest cannot be combined)."""
     name = skopeo_name(ref)
     head, bracket, tail = name.rpartition("]")
@@ -188,7 +178,7 @@ def _by_digest(ref: ImageRef, digest: str) -> str:
 # --------------------------------------------------------------------------- running skopeo
 
 
-def _auth_args(ref: ImageRef, side: Side, *, inspect: bool = False) -> list[str]:
+def auth_args(ref: ImageRef, side: Side, *, inspect: bool = False) -> list[str]:
     if ref.transport != "docker":
         return []
     opts = current()
@@ -283,7 +273,7 @@ def fetch(ref: ImageRef, workdir: str) -> ImageRef:
     """
     skopeo = tool("skopeo", f"{ref}: reading {ref.transport}: images")
     layout = os.path.join(workdir, "fetched")
-    cmd = [skopeo, "copy", *_copy_args(), "--remove-signatures", *_auth_args(ref, "src")]
+    cmd = [skopeo, "copy", *_copy_args(), "--remove-signatures", *auth_args(ref, "src")]
     if ref.transport == "containers-storage":
         cmd.append("--dest-oci-accept-uncompressed-layers")
     if ref.transport == "docker":
@@ -299,6 +289,8 @@ def open_remote(ref: ImageRef, *, max_bytes: int) -> Image:
     from .oci.read import read_image
 
     if ref.transport == "containers-storage" and current().mount:
+        from .podman import mount_image
+
         return mount_image(ref)
     workdir = tempfile.mkdtemp(prefix="pkgchunk-fetch-")
     try:
@@ -311,139 +303,6 @@ def open_remote(ref: ImageRef, *, max_bytes: int) -> Image:
     image.tree.label = str(ref)
     image.cleanups.append(lambda: shutil.rmtree(workdir, ignore_errors=True))
     return image
-
-
-# --------------------------------------------------------------------------- podman mount
-
-
-def _podman_args(store: Store) -> list[str]:
-    args = []
-    if store.root:
-        args.append(f"--root={store.root}")
-    if store.runroot:
-        args.append(f"--runroot={store.runroot}")
-    if store.driver:
-        args.append(f"--storage-driver={store.driver}")
-    if store.options:
-        args += [f"--storage-opt={o}" for o in store.options.split(",") if o]
-    return args
-
-
-def mount_image(ref: ImageRef) -> Image:
-    """Read a containers-storage image in place through ``podman image mount``."""
-    from .oci.blobs import parse_json
-    from .rootfs import read_rootfs
-
-    label = str(ref)
-    podman = tool("podman", f"{label}: --mount")
-    skopeo = tool("skopeo", f"{label}: reading the image config")
-    if os.geteuid() != 0:
-        raise InputError(
-            f"{label}: podman image mount needs root; run pkgchunk under 'podman unshare'"
-            " or leave out --mount"
-        )
-    store = parse_store(ref)
-    base = [podman, *_podman_args(store)]
-    config_text = run(
-        [skopeo, "inspect", "--config", "--raw", skopeo_name(ref)], label, InputError
-    )
-    config = parse_json(label, config_text.encode(), "config")
-    path = run([*base, "image", "mount", store.name], label, InputError).strip()
-    unmount = [*base, "image", "unmount", store.name]
-
-    def release() -> None:
-        try:
-            run(unmount, label, InputError)
-        except InputError as err:
-            log.warning("%s", err)
-
-    try:
-        if not path or not os.path.isdir(path):
-            raise InputError(f"{label}: podman image mount gave no directory ({path!r})")
-        image = read_rootfs(path, ref=label)
-    except BaseException:
-        release()
-        raise
-    image.config = config
-    image.cleanups.append(release)
-    return image
-
-
-# --------------------------------------------------------------------------- manifests only
-
-
-def _inspect(ref: ImageRef, name: str, side: Side, *extra: str) -> bytes:
-    skopeo = tool("skopeo", f"{ref}: reading {ref.transport}: images")
-    cmd = [skopeo, "inspect", "--raw", *extra, *_auth_args(ref, side, inspect=True), name]
-    data = run(cmd, str(ref), InputError).encode("utf-8", "surrogateescape")
-    if len(data) > _MAX_JSON:
-        raise InputError(f"{ref}: skopeo inspect returned more than {_MAX_JSON} bytes")
-    return data
-
-
-def _sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def inspect_source(ref: ImageRef, workdir: str, side: Side = "src") -> Source:
-    """Manifest and config of a remote image, verified like a layout's (no layer is read).
-
-    The two documents are laid out as a minimal OCI layout under ``workdir`` and read by
-    the layout reader, so they pass the same checks as a local image.
-    """
-    from .oci.blobs import parse_json
-    from .oci.read import read_source
-    from .oci.readlayout import INDEX_TYPES, _pick_platform
-
-    label = str(ref)
-    name = skopeo_name(ref)
-    raw = _inspect(ref, name, side)
-    doc = parse_json(label, raw, "manifest")
-    if doc.get("mediaType") in INDEX_TYPES or "manifests" in doc:
-        items = doc.get("manifests")
-        if not isinstance(items, list) or not all(isinstance(d, dict) for d in items) or not items:
-            raise InputError(f"{label}: malformed index: no image descriptors")
-        digest = _pick_platform(label, items).get("digest")
-        if not isinstance(digest, str) or not digest.startswith("sha256:"):
-            raise InputError(f"{label}: malformed index: bad digest {digest!r}")
-        name = _by_digest(ref, digest)
-        raw = _inspect(ref, name, side)
-        if _sha256(raw) != digest:
-            raise InputError(f"{label}: manifest {digest} digest mismatch")
-        doc = parse_json(label, raw, "manifest")
-    media_type = doc.get("mediaType")
-    config_desc = doc.get("config")
-    if not isinstance(config_desc, dict) or not isinstance(media_type, str):
-        raise InputError(f"{label}: malformed manifest: no config or mediaType")
-    config = _inspect(ref, name, side, "--config")
-    if config_desc.get("digest") != _sha256(config):
-        raise InputError(f"{label}: skopeo returned a config that does not match the manifest")
-    blobs = os.path.join(workdir, "blobs", "sha256")
-    os.makedirs(blobs, exist_ok=True)
-    for data in (raw, config):
-        with open(os.path.join(blobs, _sha256(data).partition(":")[2]), "wb") as f:
-            f.write(data)
-    with open(os.path.join(workdir, "oci-layout"), "w") as f:
-        f.write('{"imageLayoutVersion":"1.0.0"}')
-    index = {
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": media_type, "digest": _sha256(raw), "size": len(raw)}],
-    }
-    with open(os.path.join(workdir, "index.json"), "w") as f:
-        json.dump(index, f)
-    return read_source(ImageRef("oci", workdir), workdir, max_bytes=_MAX_JSON)
-
-
-def exists(ref: ImageRef, side: Side = "dest") -> bool:
-    """Whether ``ref`` names an image; a failure other than "no such image" is an error."""
-    try:
-        _inspect(ref, skopeo_name(ref), side)
-    except InputError as err:
-        if _NOT_FOUND.search(str(err)):
-            log.debug("%s", err)
-            return False
-        raise
-    return True
 
 
 # --------------------------------------------------------------------------- writing
@@ -468,7 +327,7 @@ def write_remote(
         layout = ImageRef("oci", os.path.join(workdir, "layout"), _TAG)
         result = write_image(tree, config, specs, layout, opts)
         digest_file = os.path.join(workdir, "digest")
-        cmd = [skopeo, "copy", *_copy_args(), *_auth_args(ref, "dest"),
+        cmd = [skopeo, "copy", *_copy_args(), *auth_args(ref, "dest"),
                f"--digestfile={digest_file}"]
         if ref.transport == "docker":
             cmd.append("--retry-times=3")

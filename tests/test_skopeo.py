@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pkgchunk import skopeo
+from pkgchunk import remote, skopeo
 from pkgchunk.cli import cli
 from pkgchunk.errors import InputError, OutputError, ToolMissingError
 from pkgchunk.layers import LayerSpec
@@ -69,9 +69,9 @@ def test_store_options_become_skopeos_bracket_syntax() -> None:
 
 def test_by_digest_drops_the_tag() -> None:
     d = "sha256:" + "a" * 64
-    assert skopeo._by_digest(parse_ref("docker://h:5000/a/b:v1"), d) == f"docker://h:5000/a/b@{d}"
-    assert skopeo._by_digest(parse_ref("docker://h:5000/a/b"), d) == f"docker://h:5000/a/b@{d}"
-    assert skopeo._by_digest(parse_ref("containers-storage:[vfs@/s]n:t"), d) == (
+    assert skopeo.by_digest(parse_ref("docker://h:5000/a/b:v1"), d) == f"docker://h:5000/a/b@{d}"
+    assert skopeo.by_digest(parse_ref("docker://h:5000/a/b"), d) == f"docker://h:5000/a/b@{d}"
+    assert skopeo.by_digest(parse_ref("containers-storage:[vfs@/s]n:t"), d) == (
         f"containers-storage:[vfs@/s]n@{d}"
     )
 
@@ -159,7 +159,7 @@ def test_mount_reads_the_store_in_place(versions: tuple[str, str], store: TempSt
 def test_missing_image_in_store_is_one_clear_line(store: TempStore) -> None:
     ref = "containers-storage:localhost/nothing:here"
     with transport_options(TransportOptions(str(store.root), str(store.runroot), "vfs")):
-        assert not skopeo.exists(parse_ref(ref))
+        assert not remote.exists(parse_ref(ref))
         with pytest.raises(InputError) as err:
             open_image(ref)
     msg = str(err.value)
