@@ -224,6 +224,14 @@ def test_damaged_rpmdb_in_an_image(
     res = run_cli(["packages", src, "--json", "--ignore-pkgdb-errors"], env, timeout=30)
     assert res.returncode == 0, res.stderr
     assert f"pkgchunk: warning: {src}: {path}: " in res.stderr and "Traceback" not in res.stderr
+    dest = f"oci:{tmp_path}/out:v1"
+    res = run_cli(["rechunk", src, dest], env, timeout=60)
+    one_error_line(res.returncode, res.stderr, f"{src}: {path}: ")
+    assert not (tmp_path / "out").exists()
+    res = run_cli(["rechunk", src, dest, "--ignore-pkgdb-errors"], env, timeout=60)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    res = run_cli(["verify", src, dest], env)
+    assert res.returncode == 0 and res.stdout.startswith("identical: "), res.stdout + res.stderr
     assert tree_files(tmp_path / "tmpdir") == []
 
 
