@@ -11,16 +11,18 @@ mtime among its own payload files (or its RPM build time when it has none). File
 from a package's files (``__pycache__/*.pyc``, ``usr/lib/modules/VER/modules.*``) count as
 its own; a symlink standing for a directory (merged /usr's ``bin``, which packages list as
 their directory) does not count. A file with several owners takes the newest of their
-times. Every directory, and every symlink standing for one, gets ``min(mtime, 1 January of
-the year of the image's oldest stable time)`` (:func:`directory_epoch`): every layer holding
-a file below a directory carries the directory's entry too, so its mtime must not move when
-a package below it is updated; a time taken from the packages below it moved whenever the
-oldest of them was (measured on the benchmark series: 2.27x the floor against 1.50x). Other
-unowned paths get ``min(mtime, SOURCE_DATE_EPOCH)`` when an epoch is given. Mtimes only
-ever move backwards. Policy ``keep`` leaves every mtime as it is.
+times. Every directory, and every symlink standing for one, gets ``min(mtime, T)``: every
+layer holding a file below a directory carries the directory's entry too, so its mtime must
+not move when a package below it is updated (a time taken from the packages below it moved
+whenever the oldest of them was: 2.27x the floor on the benchmark series against 1.50x).
+``T`` is 1 January (UTC) of the year of the image's oldest stable time
+(:func:`oldest_year_start`), recorded in the label (``dirs=T``) and carried over by the
+next build (:func:`directory_epoch`), so it never moves once chosen. Other unowned paths
+get ``min(mtime, SOURCE_DATE_EPOCH)`` when an epoch is given. Mtimes only ever move
+backwards. Policy ``keep`` leaves every mtime as it is.
 
-The function is deterministic in (tree, ownership, epoch), so ``verify`` can apply it to the
-input and compare exactly.
+The function is deterministic in (tree, ownership, epoch, T), and the label records epoch
+and T, so ``verify`` can apply it to the input and compare exactly.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def stable_times(tree: FileTree, ownership: Ownership) -> dict[str, int]:
     return newest
 
 
-def directory_epoch(stable: Mapping[str, int]) -> int | None:
+def oldest_year_start(stable: Mapping[str, int]) -> int | None:
     """The mtime limit of every directory: 1 January (UTC) of the oldest stable time's year.
 
     The oldest stable time alone would move whenever the image's oldest package is
@@ -101,8 +103,13 @@ def apply(
     *,
     policy: Policy = "clamp",
     source_date_epoch: int | None = None,
+    directory_epoch: int | None = None,
 ) -> FileTree:
-    """A tree whose mtimes follow ``policy`` (the input tree is not changed)."""
+    """A tree whose mtimes follow ``policy`` (the input tree is not changed).
+
+    ``directory_epoch`` is the directories' limit carried from the previous build (its
+    label); None computes it from this image (:func:`oldest_year_start`).
+    """
     if policy == "keep":
         if source_date_epoch is None:
             return tree
@@ -114,7 +121,7 @@ def apply(
     limits: dict[str, int] = {}
     # A directory's entry is in every layer that holds anything below it, so its mtime must
     # not depend on which packages below it were updated.
-    floor = directory_epoch(stable)
+    floor = oldest_year_start(stable) if directory_epoch is None else directory_epoch
     for path, entry in tree.entries.items():
         if floor is not None and _dir_like(tree, path, entry):
             limits[path] = floor
@@ -149,16 +156,60 @@ def _clamp_all(tree: FileTree, epoch: int) -> FileTree:
     return FileTree(entries=entries, label=tree.label)
 
 
-def label_value(policy: Policy, source_date_epoch: int | None) -> str:
-    return policy if source_date_epoch is None else f"{policy};epoch={source_date_epoch}"
+def label_value(
+    policy: Policy, source_date_epoch: int | None, directory_epoch: int | None = None
+) -> str:
+    """``clamp``, ``clamp;epoch=E``, ``clamp;epoch=E;dirs=T`` ... (``dirs`` with clamp only)."""
+    out: str = policy
+    if source_date_epoch is not None:
+        out += f";epoch={source_date_epoch}"
+    if directory_epoch is not None and policy == "clamp":
+        out += f";dirs={directory_epoch}"
+    return out
+
+
+def _fields(value: str) -> tuple[str, dict[str, int]]:
+    policy, *rest = value.split(";")
+    out: dict[str, int] = {}
+    for item in rest:
+        key, _, num = item.partition("=")
+        digits = num[1:] if num.startswith("-") else num
+        if key in ("epoch", "dirs") and digits.isdigit() and len(digits) <= 19:
+            out[key] = int(num)
+    return policy, out
 
 
 def parse_label(value: str) -> tuple[Policy, int | None] | None:
     """(policy, epoch) from the label value, or None when it is not one we wrote."""
-    policy, _, rest = value.partition(";")
-    epoch = int(rest[6:]) if rest.startswith("epoch=") and rest[6:].isdigit() else None
+    policy, fields = _fields(value)
+    epoch = fields.get("epoch")
+    if epoch is not None and epoch < 0:
+        epoch = None
     if policy == "clamp":
         return "clamp", epoch
     if policy == "keep":
         return "keep", epoch
     return None
+
+
+def directory_epoch(
+    tree: FileTree, ownership: Ownership, previous_label: str | None = None
+) -> int | None:
+    """``T`` for this build: the previous build's (its ``org.pkgchunk.mtime`` label value),
+    else the start of the year of this image's oldest stable time."""
+    carried = parse_directory_epoch(previous_label)
+    if carried is not None:
+        return carried
+    return oldest_year_start(stable_times(tree, ownership))
+
+
+def parse_directory_epoch(value: str | None) -> int | None:
+    """The directories' limit a ``clamp`` label records (None when absent or malformed).
+
+    The next build carries it over, so directory entries never move once chosen: a value
+    computed afresh from each image would move whenever the image's oldest package does.
+    """
+    if not value:
+        return None
+    policy, fields = _fields(value)
+    return fields.get("dirs") if policy == "clamp" else None

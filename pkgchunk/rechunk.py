@@ -141,6 +141,8 @@ class Planned:
     ownership: Ownership
     rules_name: str
     outcome: PlanOutcome
+    #: The directories' mtime limit used (clamp policy; carried from the previous build).
+    directory_epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -167,14 +169,20 @@ def plan_tree(
     else:
         rules_name = default_rules_name(ownership)
         rules = load_rules(rules_name)
+    dirs = None
+    if opts.mtime_policy == "clamp":
+        dirs = mtimes.directory_epoch(
+            tree, ownership, (previous_labels or {}).get(mtimes.LABEL)
+        )
     tree = mtimes.apply(
-        tree, ownership, policy=opts.mtime_policy, source_date_epoch=source_date_epoch
+        tree, ownership, policy=opts.mtime_policy, source_date_epoch=source_date_epoch,
+        directory_epoch=dirs,
     )
     outcome = plan_image(
         tree, ownership, rules, previous_labels, max_layers=opts.max_layers, fresh=opts.fresh,
         derived="follow" if opts.mtime_policy == "clamp" else "separate",
     )
-    return Planned(tree, ownership, rules_name, outcome)
+    return Planned(tree, ownership, rules_name, outcome, dirs)
 
 
 def _previous(dest: ImageRef, opts: PlanOptions) -> Previous | None:
@@ -222,7 +230,9 @@ def rechunk_packages(
             labels = {
                 **wopts.labels,
                 LABEL: planned.outcome.label,
-                mtimes.LABEL: mtimes.label_value(opts.mtime_policy, wopts.source_date_epoch),
+                mtimes.LABEL: mtimes.label_value(
+                    opts.mtime_policy, wopts.source_date_epoch, planned.directory_epoch
+                ),
             }
             reuse = {**source_blobs(image), **(prev.reuse if prev else {}), **wopts.reuse}
             final = dataclasses.replace(wopts, labels=labels, reuse=reuse)

@@ -211,7 +211,8 @@ def verify(
             # B says how rechunk moved mtimes: apply the same policy to A, compare exactly.
             ownership = collect(tree_a, ignore_errors=True)
             tree_a = mtimes.apply(
-                tree_a, ownership, policy=policy[0], source_date_epoch=policy[1]
+                tree_a, ownership, policy=policy[0], source_date_epoch=policy[1],
+                directory_epoch=mtimes.parse_directory_epoch(b.labels.get(mtimes.LABEL)),
             )
         diffs.extend(
             compare(tree_a, b.tree, ignore_mtime=ignore_mtime, mtime_clamp=mtime_clamp)

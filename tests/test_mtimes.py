@@ -97,12 +97,12 @@ def test_shared_directory_does_not_move_when_a_package_below_it_does() -> None:
 
 
 def test_directory_epoch_is_bounded_and_never_later_than_a_payload() -> None:
-    assert mtimes.directory_epoch({}) is None
-    assert mtimes.directory_epoch({"a": d(100), "b": d(20)}) == Y2023
-    assert mtimes.directory_epoch({"a": Y2023}) == Y2023
+    assert mtimes.oldest_year_start({}) is None
+    assert mtimes.oldest_year_start({"a": d(100), "b": d(20)}) == Y2023
+    assert mtimes.oldest_year_start({"a": Y2023}) == Y2023
     # hostile times (far future, before 1970) still give a limit no later than the oldest
     for t in (-5, 10**15, -(10**15)):
-        limit = mtimes.directory_epoch({"a": t})
+        limit = mtimes.oldest_year_start({"a": t})
         assert limit is not None and limit <= t
 
 
@@ -188,3 +188,30 @@ def test_symlink_to_a_file_still_counts() -> None:
     t = _entries({"usr": ("dir", 50), "usr/bin": ("dir", 50), "usr/bin/x": ("reg", 100)})
     t.entries["usr/bin/sh"] = _symlink("usr/bin/sh", "x", 200)
     assert mtimes.stable_times(t, own) == {"a": 200}
+
+
+def test_label_records_epoch_and_directory_limit() -> None:
+    value = mtimes.label_value("clamp", 1700000000, Y2023)
+    assert value == f"clamp;epoch=1700000000;dirs={Y2023}"
+    assert mtimes.parse_label(value) == ("clamp", 1700000000)
+    assert mtimes.parse_directory_epoch(value) == Y2023
+    assert mtimes.parse_label("clamp") == ("clamp", None)
+    assert mtimes.parse_directory_epoch("clamp;dirs=-86400") == -86400
+    assert mtimes.label_value("keep", None, Y2023) == "keep"  # keep moves no directory
+    assert mtimes.parse_directory_epoch("keep;dirs=5") is None
+    for bad in ("", "clamp;dirs=", "clamp;dirs=1e9", "clamp;dirs=" + "9" * 40, "other;dirs=5"):
+        assert mtimes.parse_directory_epoch(bad) is None, bad
+    assert mtimes.parse_label("clamp;epoch=-5") == ("clamp", None)
+    assert mtimes.parse_label("nonsense") is None
+
+
+def test_carried_directory_limit_wins_over_this_image() -> None:
+    own = _own({"usr/bin/a": ("a",)})
+    tree = _entries({"usr": ("dir", d(900)), "usr/bin": ("dir", d(900)),
+                     "usr/bin/a": ("reg", d(400))})
+    assert mtimes.directory_epoch(tree, own) == calendar.timegm((2024, 1, 1, 0, 0, 0))
+    carried = mtimes.directory_epoch(tree, own, mtimes.label_value("clamp", None, Y2023))
+    assert carried == Y2023
+    out = mtimes.apply(tree, own, directory_epoch=carried)
+    assert out.entries["usr/bin"].mtime == Y2023
+    assert out.entries["usr/bin/a"].mtime == d(400)
