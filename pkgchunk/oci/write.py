@@ -35,6 +35,7 @@ from ..layers import LayerSpec
 from ..refs import ImageRef, parse_ref
 from ..tarwrite import check_specs, write_layer
 from ..tree import FileTree
+from . import reuse
 from .archivewrite import archive_members, docker_repo_tag, pack
 from .store import (
     CONFIG_MEDIA_TYPE,
@@ -229,18 +230,29 @@ class _CancellableSink(HashingSink):
 def write_layers(
     store: BlobStore, tree: FileTree, specs: Sequence[LayerSpec], opts: WriteOptions
 ) -> list[WrittenLayer]:
-    """Write every layer blob into ``store``, in parallel; results in ``specs`` order."""
+    """Write every layer blob into ``store``, in parallel; results in ``specs`` order.
+
+    The biggest layers start first, so the threads finish together instead of one of them
+    compressing the largest layer alone at the end.
+    """
     jobs = max(1, min(opts.jobs or os.cpu_count() or 1, len(specs) or 1))
+    media_type = LAYER_MEDIA_TYPES[opts.compression]
+    candidates = [b.path for b in opts.reuse.values() if b.media_type == media_type]
+    keys = reuse.blob_keys(candidates) if candidates else set()
+    order = sorted(range(len(specs)), key=lambda i: -_weight(tree, specs[i]))
     cancel = threading.Event()
     pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="pkgchunk-layer")
     try:
-        futures = [pool.submit(_write_one, store, tree, s, opts, cancel) for s in specs]
-        done, _ = cf.wait(futures, return_when=cf.FIRST_EXCEPTION)
-        for f in futures:
+        futures: list[cf.Future[WrittenLayer] | None] = [None] * len(specs)
+        for i in order:
+            futures[i] = pool.submit(_write_one, store, tree, specs[i], opts, keys, cancel)
+        submitted = [f for f in futures if f is not None]
+        done, _ = cf.wait(submitted, return_when=cf.FIRST_EXCEPTION)
+        for f in submitted:
             exc = f.exception() if f in done else None
             if exc is not None:
                 raise exc
-        return [f.result() for f in futures]
+        return [f.result() for f in submitted]
     except BaseException:
         cancel.set()  # running layers stop at their next write
         raise
@@ -248,11 +260,18 @@ def write_layers(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _weight(tree: FileTree, spec: LayerSpec) -> int:
+    """Roughly the work of writing a layer: its bytes plus a header block per path."""
+    entries = tree.entries
+    return sum(entries[p].size for p in spec.paths if p in entries) + 512 * len(spec.paths)
+
+
 def _write_one(
     store: BlobStore,
     tree: FileTree,
     spec: LayerSpec,
     opts: WriteOptions,
+    keys: set[reuse.Key] | None,
     cancel: threading.Event,
 ) -> WrittenLayer:
     media_type = LAYER_MEDIA_TYPES[opts.compression]
@@ -273,8 +292,11 @@ def _write_one(
             annotations=spec.annotations,
         )
 
-    if opts.reuse:
-        # Hashing the tar alone is cheap next to compressing it: learn the diff_id first.
+    # Learning the diff_id first costs a pass over the layer: skip it when the layer's
+    # first bytes already differ from every reusable blob's (None: some blob unreadable).
+    if keys is None or (
+        keys and reuse.layer_key(tree, spec.paths, epoch, cancel, _Cancelled) in keys
+    ):
         diff = _CancellableSink(None, cancel)
         members = write_layer(tree, spec.paths, diff, source_date_epoch=epoch)
         blob = opts.reuse.get(diff.digest)
