@@ -7,7 +7,13 @@ stamps on everything dpkg and maintainer scripts wrote, directories included: dp
 a directory's archive mtime once files are added to it), ``dirs-clamped`` (only directories
 clamped: what remains is the files dpkg and scripts wrote) and ``clamped`` (design-notes §1:
 an owned path's mtime clamped to its package's newest payload mtime, an unowned one to
-SOURCE_DATE_EPOCH). Sizes are the per-file gzip estimates of ``model.py``.
+SOURCE_DATE_EPOCH). A fourth mode, ``pkgchunk-policy``, is registered by
+``pkgchunk_strategy.py``: every path gets the mtime pkgchunk's own policy gives it
+(``pkgchunk.mtimes.apply``, with the directory limit carried along the chain as the CLI
+carries it) and every layer also carries the parent directories it needs, as pkgchunk's
+writer (and any tar writer that keeps directory metadata) does. It applies to every strategy:
+the same metadata for all, so only the layering differs. Sizes are the per-file gzip
+estimates of ``model.py``.
 
 Per update (previous build -> build) and strategy:
   pulled        compressed bytes of layers whose digest the client does not have (reuse by digest
@@ -23,20 +29,32 @@ from __future__ import annotations
 import hashlib
 import itertools
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from model import Build
 from strategies import Plan, Prev, Strategy, check_plan
 
-MODES = ("as-built", "dirs-clamped", "clamped")
+MODES: tuple[str, ...] = ("as-built", "dirs-clamped", "clamped")
+#: Modes whose mtimes come from a function of the build (``pkgchunk_strategy`` registers
+#: ``pkgchunk-policy``: pkgchunk's own clamp policy); these modes are scored after MODES.
+EXTERNAL_MTIMES: dict[str, Callable[[Build], Mapping[str, int]]] = {}
+#: Modes whose layers carry every parent directory they need, as a real layer writer does.
+WITH_PARENTS = {"pkgchunk-policy"}
+
+
+def modes() -> tuple[str, ...]:
+    return MODES + tuple(m for m in EXTERNAL_MTIMES if m not in MODES)
 
 
 def entry_hashes(build: Build, mode: str) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
+    external = EXTERNAL_MTIMES[mode](build) if mode in EXTERNAL_MTIMES else None
     for p, r in build.files.items():
         clamp = mode == "clamped" or (mode == "dirs-clamped" and r.kind == "dir")
         mt = build.clamped_mtime(p) if clamp else r.mtime
+        if external is not None:
+            mt = external[p]
         rec = f"{p}\0{r.kind}\0{r.mode}\0{r.uid}\0{r.gid}\0{r.size}\0{r.digest}\0{mt}"
         out[p] = hashlib.blake2b(rec.encode("utf-8", "surrogateescape"), digest_size=16).digest()
     return out
@@ -49,12 +67,26 @@ class Layer:
     files: int
 
 
-def layers_of(build: Build, plan: Plan, hashes: dict[str, bytes]) -> list[Layer]:
+def with_parents(build: Build, paths: list[str]) -> list[str]:
+    """The paths plus every ancestor directory the build has (what a tar layer writer adds)."""
+    out = set(paths)
+    for p in paths:
+        head = p.rpartition("/")[0]
+        while head and head not in out:
+            if head in build.files:
+                out.add(head)
+            head = head.rpartition("/")[0]
+    return list(out)
+
+
+def layers_of(
+    build: Build, plan: Plan, hashes: dict[str, bytes], parents: bool = False
+) -> list[Layer]:
     out = []
     for paths in plan:
         if not paths:
             continue
-        ps = sorted(paths)
+        ps = sorted(with_parents(build, paths) if parents else paths)
         d = hashlib.blake2b(b"".join(hashes[p] for p in ps), digest_size=16).digest()
         out.append(Layer(d, sum(build.files[p].csize for p in ps), len(ps)))
     return out
@@ -113,7 +145,7 @@ def score_chain(
     progress: Callable[[str], None] = lambda s: None,
 ) -> dict[str, dict[str, dict[str, dict[str, object]]]]:
     """{budget: {strategy: {mode: {"updates": [...], summary stats}}}} over consecutive builds."""
-    hashes = {m: [entry_hashes(b, m) for b in builds] for m in MODES}
+    hashes = {m: [entry_hashes(b, m) for b in builds] for m in modes()}
     floors = [floor_bytes(a, b) for a, b in itertools.pairwise(builds)]
     res: dict[str, dict[str, dict[str, dict[str, object]]]] = {}
     for budget in budgets:
@@ -121,8 +153,11 @@ def score_chain(
         for name, strat in strategies.items():
             plans = plan_chain(strat, builds, budget)
             res[str(budget)][name] = {}
-            for m in MODES:
-                ls = [layers_of(b, p, h) for b, p, h in zip(builds, plans, hashes[m], strict=True)]
+            for m in modes():
+                ls = [
+                    layers_of(b, p, h, m in WITH_PARENTS)
+                    for b, p, h in zip(builds, plans, hashes[m], strict=True)
+                ]
                 ups = [update_cost(ls[i], ls[i + 1], floors[i]) for i in range(len(builds) - 1)]
                 res[str(budget)][name][m] = summarise(ups)
             progress(f"budget {budget}: {name}")
