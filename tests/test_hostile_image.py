@@ -359,3 +359,19 @@ def test_symlink_swap_in_layer_does_not_redirect_files(tmp_path: Path) -> None:
     with open_image(src) as image:
         assert image.tree.entries["etc"].kind == "dir"
         assert image.tree.entries["etc/passwd"].size == 4
+
+
+def test_hostile_plan_label_of_the_previous_build(tmp_path: Path) -> None:
+    """The image already at DEST's tag is read as the previous build: a plan label nested
+    100000 deep there is one warning, the new image is planned from scratch and verifies."""
+    src = layout_of(tmp_path / "src", [file("usr/bin/x", b"x"), file("etc/y", b"y")])
+    dest = tmp_path / "out"
+    label = {"config": {"Labels": {"org.pkgchunk.plan": "[" * 100_000}}}
+    write_layout(dest, {"v1": build_image([[file("old")]], config=label)})
+    env = cli_env(tmp_path)
+    res = run_cli(["rechunk", src, f"oci:{dest}:v1"], env)
+    assert res.returncode == 0, res.stderr
+    (warning,) = [line for line in res.stderr.splitlines() if line.strip()]
+    assert warning.startswith("pkgchunk: warning: org.pkgchunk.plan label: not JSON")
+    res = run_cli(["verify", src, f"oci:{dest}:v1"], env)
+    assert res.returncode == 0 and res.stdout.startswith("identical: "), res.stdout + res.stderr
