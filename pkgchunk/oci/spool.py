@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from ..errors import InputError
 from ..image import LayerInfo
@@ -52,6 +55,47 @@ DOCKER_LAYER_TYPES = {
 }
 
 
+class _Pipe:
+    """Hashes and writes the decompressed stream on a second thread.
+
+    Decompressing, hashing and writing each release the GIL, so with the last two on
+    their own thread a layer spools in the time of its decompression alone. At most
+    ``_DEPTH`` chunks (~1 MiB each at most) wait in between.
+    """
+
+    _DEPTH = 16
+
+    def __init__(self, out: BinaryIO, diff: hashlib._Hash) -> None:
+        self._out = out
+        self._diff = diff
+        self._queue: queue.Queue[bytes | None] = queue.Queue(self._DEPTH)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="pkgchunk-spool", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:  # after a failure, only drain so put() never blocks
+                try:
+                    self._diff.update(chunk)
+                    self._out.write(chunk)
+                except BaseException as err:  # re-raised on the caller's thread
+                    self._error = err
+
+    def put(self, chunk: bytes) -> None:
+        self.check()
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        """Wait until everything put is written (always call it, also on failure)."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
 def spool(
     label: str, layer_label: str, blob: LayerBlob, dest: str, budget: Budget
 ) -> tuple[LayerInfo, str]:
@@ -77,17 +121,26 @@ def spool(
             diff = hashlib.sha256()
             if kind == "tar":
                 tar_path = blob.path
+                # The layer is its own tar: with sha256 its digest is its diff_id.
+                same = reader.hash.name == "sha256"
                 for chunk in iter(lambda: reader.read(CHUNK), b""):
                     budget.take(len(chunk))
-                    diff.update(chunk)
+                    if not same:
+                        diff.update(chunk)
+                if same:
+                    diff = reader.hash
             else:
                 tar_path = dest
                 with open(dest, "wb") as out:
-                    for chunk in decompressed(reader, kind, layer_label):
-                        budget.take(len(chunk))
-                        diff.update(chunk)
-                        out.write(chunk)
-                reader.drain()
+                    pipe = _Pipe(out, diff)
+                    try:
+                        for chunk in decompressed(reader, kind, layer_label):
+                            budget.take(len(chunk))
+                            pipe.put(chunk)
+                        reader.drain()
+                    finally:
+                        pipe.close()
+                    pipe.check()
     except OSError as err:
         raise InputError(f"{layer_label}: {err.strerror or err}") from None
     digest = blob.digest
