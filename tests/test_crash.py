@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,12 +85,19 @@ def src(tmp_path_factory: pytest.TempPathFactory) -> str:
     return busy_source(tmp_path_factory.mktemp("src") / "src", seed=7, megabytes=6)
 
 
-def layout_with_v1(tmp_path: Path, src: str) -> tuple[Path, dict[str, str], dict[str, str]]:
-    env = cli_env(tmp_path)
-    dest = tmp_path / "out"
-    res = run_cli(["rechunk", src, f"oci:{dest}:v1"], env)
+@pytest.fixture(scope="module")
+def v1_layout(tmp_path_factory: pytest.TempPathFactory, src: str) -> Path:
+    work = tmp_path_factory.mktemp("v1")
+    res = run_cli(["rechunk", src, f"oci:{work}/out:v1"], cli_env(work))
     assert res.returncode == 0, res.stderr
-    return dest, env, layout_tags(dest)
+    return work / "out"
+
+
+def layout_with_v1(tmp_path: Path, v1_layout: Path) -> tuple[Path, dict[str, str], dict[str, str]]:
+    """A private copy of the layout holding v1."""
+    dest = tmp_path / "out"
+    shutil.copytree(v1_layout, dest)
+    return dest, cli_env(tmp_path), layout_tags(dest)
 
 
 def check(dest: Path, src: str, v1: dict[str, str]) -> dict[str, str]:
@@ -105,8 +113,8 @@ def check(dest: Path, src: str, v1: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("point", POINTS)
-def test_kill_at_a_point(tmp_path: Path, src: str, point: str) -> None:
-    dest, env, v1 = layout_with_v1(tmp_path, src)
+def test_kill_at_a_point(tmp_path: Path, src: str, v1_layout: Path, point: str) -> None:
+    dest, env, v1 = layout_with_v1(tmp_path, v1_layout)
     proc = subprocess.run(
         [sys.executable, "-c", DRIVER, point, "rechunk", src, f"oci:{dest}:v2",
          "--compression", "zstd"],
@@ -123,11 +131,10 @@ def test_kill_at_a_point(tmp_path: Path, src: str, point: str) -> None:
     assert result.identical, [str(d) for d in result.differences]
 
 
-@pytest.mark.slow
-def test_kill_at_random_moments(tmp_path: Path, src: str) -> None:
+def test_kill_at_random_moments(tmp_path: Path, src: str, v1_layout: Path) -> None:
     """A dozen runs, each killed after a random share of a full run's time, each writing
     different blobs (compression and level vary), then one that completes."""
-    dest, env, v1 = layout_with_v1(tmp_path, src)
+    dest, env, v1 = layout_with_v1(tmp_path, v1_layout)
     start = time.monotonic()
     res = run_cli(["rechunk", src, f"oci:{dest}:probe", "--compression", "gzip", "--level", "1"],
                   env)

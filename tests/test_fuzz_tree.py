@@ -99,7 +99,7 @@ def ours(root: Path, tree: FileTree, q: str, follow: bool) -> int | None:
     return None if got is None else os.lstat(root / got if got else root).st_ino
 
 
-@fuzz_settings(150)
+@fuzz_settings(100)
 @given(trees(), st.lists(queries, min_size=1, max_size=8))
 def test_resolve_agrees_with_the_kernel(spec: dict[str, tuple[str, str]], qs: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
