@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import subprocess
 import tarfile
 from pathlib import Path
@@ -67,6 +68,9 @@ def test_unreadable_blob_means_unknown(tmp_path: Path) -> None:
     assert reuse.blob_keys([str(good), str(bad)]) is None
     assert reuse.blob_keys([str(good), str(tmp_path / "missing")]) is None
     assert reuse.blob_keys([]) == set()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # a hostile previous layout: opening it must not block
+    assert reuse.blob_keys([str(good), str(fifo)]) is None
 
 
 def _count_hash_passes(monkeypatch: pytest.MonkeyPatch) -> list[str]:

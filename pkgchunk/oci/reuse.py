@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from ..errors import PkgchunkError
 from ..tarwrite import write_layer
 from ..tree import FileTree
+from .blobs import open_blob
 from .decompress import decompressed, detect
 
 #: Uncompressed bytes compared; a layer tar's first 64 KiB hold dozens of member headers.
@@ -38,7 +39,7 @@ def blob_keys(paths: Iterable[str]) -> set[Key] | None:
     out: set[Key] = set()
     for path in paths:
         try:
-            with open(path, "rb") as f:
+            with open_blob(path) as f:  # a regular file only: a FIFO would hang us
                 kind = detect(f.read(4))
                 f.seek(0)
                 parts: list[bytes] = []
