@@ -10,6 +10,7 @@ schema never needs them, and refusing them removes the alias-bomb problem.
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import RulesError
+from .oci.blobs import open_blob
 from .pkgdb.model import Ownership
 
 Frequency = Literal["high", "medium", "low"]
@@ -32,6 +34,8 @@ MAX_RULES_BYTES = 1 << 20
 #: Bound on YAML events (nodes) and on list lengths: parsing stays cheap.
 MAX_EVENTS = 200_000
 MAX_ITEMS = 10_000
+#: Digits an integer or size may have (Python refuses to convert > 4300).
+MAX_INT_CHARS = 30
 MAX_LAYERS_LIMIT = 500
 DEFAULT_MAX_LAYERS = 64
 DEFAULT_BIG_FILE_THRESHOLD = 16 << 20
@@ -182,6 +186,8 @@ def _str(ctx: _Ctx, node: Node, what: str) -> str:
 def _int(ctx: _Ctx, node: Node, what: str) -> int:
     if not isinstance(node, ScalarNode) or node.tag != "tag:yaml.org,2002:int":
         raise ctx.fail(node, f"{what} must be an integer, not {_kind(node)}")
+    if len(str(node.value)) > MAX_INT_CHARS:
+        raise ctx.fail(node, f"{what} is out of range")
     return yaml.SafeLoader("").construct_yaml_int(node)
 
 
@@ -234,9 +240,10 @@ def _globs(ctx: _Ctx, node: Node, what: str, *, paths: bool = False) -> tuple[st
 def parse_size(text: str) -> int | None:
     """'16M' -> 16 MiB, '1.5G', '4096', '512KiB'; None when malformed. Units are binary."""
     m = _SIZE_RE.match(text.strip())
-    if m is None:
+    if m is None or len(m.group(1)) > MAX_INT_CHARS:
         return None
-    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    value = float(m.group(1)) * _UNITS[m.group(2).upper()]
+    return int(value) if math.isfinite(value) else None
 
 
 def _size(ctx: _Ctx, node: Node, what: str) -> int:
@@ -344,6 +351,8 @@ def parse_rules(text: str, source: str) -> Rules:
     _check_plain(ctx, text)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise RulesError(f"{source}: nested too deeply; not a rules file") from None
     except yaml.MarkedYAMLError as err:
         raise ctx.fail(err.problem_mark, _yaml_problem(err)) from None
     except yaml.YAMLError as err:
@@ -452,7 +461,7 @@ def _shipped_path(name: str) -> Path | None:
 
 def _read(path: Path, label: str) -> Rules:
     try:
-        with path.open("rb") as f:
+        with open_blob(os.fspath(path)) as f:
             raw = f.read(MAX_RULES_BYTES + 1)
     except OSError as err:
         raise RulesError(f"{label}: cannot read: {err.strerror or err}") from None
