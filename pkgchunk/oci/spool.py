@@ -113,36 +113,53 @@ def spool(
         raise InputError(f"{label}: {blob.path}: {err.strerror or err}") from None
     try:
         with f:
-            kind = detect(f.read(4))
-            if kind == "zstd":
-                check_zstd_frames(f, os.fstat(f.fileno()).st_size, layer_label)
-            f.seek(0)
-            reader = HashingReader(f, alg)
-            diff = hashlib.sha256()
-            if kind == "tar":
-                tar_path = blob.path
-                # The layer is its own tar: with sha256 its digest is its diff_id.
-                same = reader.hash.name == "sha256"
-                for chunk in iter(lambda: reader.read(CHUNK), b""):
-                    budget.take(len(chunk))
-                    if not same:
-                        diff.update(chunk)
-                if same:
-                    diff = reader.hash
-            else:
-                tar_path = dest
-                with open(dest, "wb") as out:
-                    pipe = _Pipe(out, diff)
-                    try:
-                        for chunk in decompressed(reader, kind, layer_label):
-                            budget.take(len(chunk))
-                            pipe.put(chunk)
-                        reader.drain()
-                    finally:
-                        pipe.close()
-                    pipe.check()
+            try:
+                return _spool(label, layer_label, blob, f, alg, dest, budget)
+            except InputError:
+                # Bytes that do not decompress may just be the wrong bytes: when the blob
+                # does not match its digest, that is the problem to name.
+                if blob.digest is not None:
+                    f.seek(0)
+                    whole = HashingReader(f, alg)
+                    whole.drain()
+                    check_digest(label, blob.digest, whole, blob.size)
+                raise
     except OSError as err:
         raise InputError(f"{layer_label}: {err.strerror or err}") from None
+
+
+def _spool(
+    label: str, layer_label: str, blob: LayerBlob, f: BinaryIO, alg: str, dest: str,
+    budget: Budget,
+) -> tuple[LayerInfo, str]:
+    kind = detect(f.read(4))
+    if kind == "zstd":
+        check_zstd_frames(f, os.fstat(f.fileno()).st_size, layer_label)
+    f.seek(0)
+    reader = HashingReader(f, alg)
+    diff = hashlib.sha256()
+    if kind == "tar":
+        tar_path = blob.path
+        # The layer is its own tar: with sha256 its digest is its diff_id.
+        same = reader.hash.name == "sha256"
+        for chunk in iter(lambda: reader.read(CHUNK), b""):
+            budget.take(len(chunk))
+            if not same:
+                diff.update(chunk)
+        if same:
+            diff = reader.hash
+    else:
+        tar_path = dest
+        with open(dest, "wb") as out:
+            pipe = _Pipe(out, diff)
+            try:
+                for chunk in decompressed(reader, kind, layer_label):
+                    budget.take(len(chunk))
+                    pipe.put(chunk)
+                reader.drain()
+            finally:
+                pipe.close()
+            pipe.check()
     digest = blob.digest
     if digest is None:
         digest = f"sha256:{reader.hexdigest()}"
