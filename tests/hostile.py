@@ -208,12 +208,12 @@ class TookTooLong(Exception):
     pass
 
 
-@contextlib.contextmanager
 #: These are hang guards, not speed tests: a shared 2-core CI machine may run a block
 #: several times slower than an idle one, so every bound gets this much headroom.
 HANG_GUARD_FACTOR = 4
 
 
+@contextlib.contextmanager
 def within(seconds: float) -> Iterator[None]:
     """Fail (instead of hanging) when the block runs longer than ``seconds`` (times
     HANG_GUARD_FACTOR)."""
