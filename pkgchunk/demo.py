@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .compress import LAYER_MEDIA_TYPES, compressor
+from .diff import diff
 from .oci.store import (
     CONFIG_MEDIA_TYPE,
     MANIFEST_MEDIA_TYPE,
@@ -225,7 +226,7 @@ def _status(pkgs: list[_Pkg]) -> bytes:
     return "\n".join(stanzas).encode()
 
 
-def _layers() -> list[_Layer]:
+def _layers(updated: bool = True) -> list[_Layer]:
     old, new = _packages(updated=False), _packages(updated=True)
     base = _Layer()
     for link, target in (("bin", "usr/bin"), ("lib", "usr/lib"), ("sbin", "usr/sbin")):
@@ -257,17 +258,21 @@ def _layers() -> list[_Layer]:
              T_BUILD2, 0o755)
     app.file("etc/demo.conf", b"greeting = hello\n", T_BUILD2, 0o640)
     app.symlink("usr/bin/demo", "/opt/demo/bin/demo", T_BUILD2)
-    return [base, update, app]
+    return [base, update, app] if updated else [base, app]
 
 
-def build_demo_image(directory: str) -> str:
-    """Write the demo source image as an OCI layout at ``directory``; returns its reference."""
+def build_demo_image(directory: str, *, updated: bool = True) -> str:
+    """Write the demo source image as an OCI layout at ``directory``; returns its reference.
+
+    ``updated=False`` is the same image built before the tzdata/libssl3 upgrade (no
+    update layer): the previous release the demo rechunks first.
+    """
     label = f"oci:{directory}:{TAG}"
     init_layout(directory, label)
     store = BlobStore(directory, label)
     layer_descs = []
     diff_ids = []
-    for layer in _layers():
+    for layer in _layers(updated):
         raw = layer.tar()
         out = io.BytesIO()
         comp = compressor("gzip", None, out)
@@ -276,6 +281,13 @@ def build_demo_image(directory: str) -> str:
         layer_descs.append(store.put_bytes(out.getvalue(), LAYER_MEDIA_TYPES["gzip"]))
         diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
     created = ["2024-03-09T16:00:00Z", "2024-07-03T09:20:00Z", "2024-07-03T09:20:00Z"]
+    history = [
+        {"created": created[0], "created_by": "debootstrap-like base"},
+        {"created": created[1], "created_by": "apt-get upgrade tzdata libssl3"},
+        {"created": created[2], "created_by": "COPY demo /opt/demo"},
+    ]
+    if not updated:
+        del history[1]
     config = {
         "architecture": ARCH,
         "os": "linux",
@@ -291,11 +303,7 @@ def build_demo_image(directory: str) -> str:
             "ExposedPorts": {"8080/tcp": {}},
         },
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": [
-            {"created": created[0], "created_by": "debootstrap-like base"},
-            {"created": created[1], "created_by": "apt-get upgrade tzdata libssl3"},
-            {"created": created[2], "created_by": "COPY demo /opt/demo"},
-        ],
+        "history": history,
     }
     cdesc = store.put_bytes(canonical_json(config), CONFIG_MEDIA_TYPE)
     manifest = {
@@ -311,21 +319,33 @@ def build_demo_image(directory: str) -> str:
 
 
 def run_demo(directory: str, echo: Callable[[str], None] = print, max_layers: int = 8) -> bool:
-    """Build the demo image, rechunk it into ``DIR/out:demo``, show the layers, verify.
+    """The whole story on the demo image: rechunk the release before a package update,
+    rechunk the updated image against it, show what a client pulls, and verify.
 
     Returns True when the output holds exactly the input's files.
     """
+    before = build_demo_image(os.path.join(directory, "src-before"), updated=False)
     src = build_demo_image(os.path.join(directory, "src"))
-    dest = f"oci:{os.path.join(directory, 'out')}:{TAG}"
-    echo(f"built {src}")
-    result = rechunk_packages(src, dest, PlanOptions(max_layers=max_layers), WriteOptions())
-    if result.previous:
-        echo(f"previous build: {result.previous}")
+    out = os.path.join(directory, "out")
+    echo(f"built {before} (before the update) and {src} (tzdata and libssl3 upgraded)")
+    opts = PlanOptions(max_layers=max_layers, fresh=True)
+    rechunk_packages(before, f"oci:{out}:before", opts, WriteOptions())
+    dest = f"oci:{out}:{TAG}"
+    result = rechunk_packages(
+        src, dest, PlanOptions(max_layers=max_layers, prev=f"oci:{out}:before"), WriteOptions()
+    )
     echo(plan_table(result.planned, result.write))
+    change = diff(f"oci:{out}:before", dest)
+    echo(
+        f"update from {out}:before: a client pulls {change.pull_bytes} of"
+        f" {change.total_bytes} bytes"
+        f" ({sum(lc.pulled for lc in change.layers)} of {len(change.layers)} layers);"
+        f" changed: {', '.join(g.group for g in change.groups) or 'nothing'}"
+    )
     check = verify(src, dest)
     if check.identical:
         echo(f"identical: {check.paths} paths")
         return True
-    for diff in check.differences[:20]:
-        echo(str(diff))
+    for d in check.differences[:20]:
+        echo(str(d))
     return False

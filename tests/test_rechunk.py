@@ -196,6 +196,12 @@ def test_demo_builds_rechunks_and_verifies(tmp_path: Path) -> None:
     lines: list[str] = []
     assert run_demo(str(tmp_path / "one"), echo=lines.append)
     assert lines[-1].startswith("identical: ") and int(lines[-1].split()[1]) > 300
+    # The update story: the layer holding only unchanged packages is not pulled again.
+    (update,) = [line for line in lines if " a client pulls " in line]
+    pulled, total = (int(w) for w in update.split("pulls ")[1].split(" bytes")[0].split(" of "))
+    assert 0 < pulled < total
+    assert "src/tzdata" in update and "src/libc6" not in update.split("changed:")[1]
+    assert " reused" in "\n".join(lines)
     with open_image(f"oci:{tmp_path}/one/src:demo") as image:
         assert len(image.layers) == 3
         assert "var/lib/dpkg/status" in image.tree
