@@ -23,7 +23,11 @@ Measured in the same run:
   package's mtimes): the least any package-aware layering can pull with that policy;
 * ``as built``: the corpus images' own layers, pull = the new image's blobs the old lacks;
 * per pulled layer of pkgchunk's output: its blob bytes, and how many of its files changed
-  (content) or only their metadata, with the harness's per-file gzip estimates for the split.
+  (content) or only their metadata, with the harness's per-file gzip estimates for the split;
+* every other bounded strategy of ``bench/strategies.py`` written for real at the same budget
+  (``--strategies``; ``none`` skips them): its plans for both builds written by pkgchunk's
+  writer from the same trees (pkgchunk's mtime policy, parent directories in every layer,
+  gzip -6), the pull measured by ``pkgchunk.diff``: only the layering differs from pkgchunk's.
 """
 
 from __future__ import annotations
@@ -46,6 +50,19 @@ sys.path.insert(0, str(HERE))
 
 import model  # noqa: E402
 import pkgchunk_strategy  # noqa: E402
+import score  # noqa: E402
+from strategies import STRATEGIES  # noqa: E402
+
+from pkgchunk import mtimes  # noqa: E402
+from pkgchunk.diff import diff as pull_of  # noqa: E402
+from pkgchunk.layers import LayerSpec  # noqa: E402
+from pkgchunk.oci.write import WriteOptions, write_image  # noqa: E402
+from pkgchunk.previous import open_previous  # noqa: E402
+from pkgchunk.rootfs import minimal_config  # noqa: E402
+from pkgchunk.tree import encode_path  # noqa: E402
+
+#: Strategies written for real by default: every bounded one (pkgchunk runs through its CLI).
+OTHERS = ("apko-origin", "chunkah", "ostree-ext", "ostree-ext-fresh", "nix-popularity")
 
 MB = 1e6
 
@@ -185,6 +202,42 @@ def breakdown(
     return rows
 
 
+# ---------------------------------------------------------------- other strategies, for real
+
+
+def write_plan(build: model.Build, plan: list[list[str]], ref: str, prev: str | None) -> None:
+    """One strategy's plan written by pkgchunk's writer from the policy-applied tree."""
+    tree = pkgchunk_strategy.view(build).tree
+    specs = [
+        LayerSpec(f"layer-{i:03d}", tuple(sorted(paths, key=encode_path)))
+        for i, paths in enumerate(plan) if paths
+    ]
+    reuse = {}
+    if prev is not None:
+        previous = open_previous(prev)
+        reuse = dict(previous.reuse)
+        previous.close()
+    dirs = pkgchunk_strategy.view(build).directory_epoch
+    labels = {mtimes.LABEL: mtimes.label_value("clamp", None, dirs)}
+    write_image(tree, minimal_config(), specs, ref, WriteOptions(reuse=reuse, labels=labels))
+
+
+def other_strategy(
+    name: str, budget: int, old: model.Build, new: model.Build, out: Path
+) -> dict[str, Any]:
+    layout = out / f"{name}-{budget}"
+    shutil.rmtree(layout, ignore_errors=True)
+    t = time.time()
+    plans = score.plan_chain(STRATEGIES[name], [old, new], budget)
+    write_plan(old, plans[0], f"oci:{layout}:old", None)
+    write_plan(new, plans[1], f"oci:{layout}:new", f"oci:{layout}:old")
+    res = pull_of(f"oci:{layout}:old", f"oci:{layout}:new")
+    shutil.rmtree(layout, ignore_errors=True)  # 400 MB each; the numbers are kept
+    return {"layers": len(res.layers), "pull_bytes": res.pull_bytes,
+            "total_bytes": res.total_bytes, "docker_prefix_pull_bytes": res.prefix_pull_bytes,
+            "seconds": round(time.time() - t, 1)}
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -251,7 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=HERE / "work")
     ap.add_argument("--out", type=Path, default=HERE / "out")
     ap.add_argument("--budget", type=int, action="append", help="layer budgets (64 and 40)")
+    ap.add_argument("--strategies", default=",".join(OTHERS),
+                    help="other strategies to write for real, comma-separated, or 'none'")
     a = ap.parse_args(argv)
+    others = [] if a.strategies == "none" else [n for n in a.strategies.split(",") if n]
+    for name in others:
+        if name not in STRATEGIES:
+            ap.error(f"--strategies: unknown {name!r} (known: {', '.join(STRATEGIES)})")
     work, out = a.work.resolve(), a.out.resolve()
     scratch = out / "realupdate"
     scratch.mkdir(parents=True, exist_ok=True)
@@ -284,6 +343,14 @@ def main(argv: list[str] | None = None) -> int:
         fr = r["fresh"]
         assert isinstance(fr, dict)
         fr["ratio"] = fr["pull_bytes"] / floor
+        by: dict[str, Any] = {}
+        for name in others:
+            log(f"{budget}: {name}: writing both builds")
+            o = other_strategy(name, budget, old, new, scratch)
+            o["ratio"] = o["pull_bytes"] / floor
+            log(f"{budget}: {name}: pull {o['pull_bytes'] / MB:.1f} MB = {o['ratio']:.3f}x")
+            by[name] = o
+        r["others"] = by
         results[str(budget)] = r
         log(f"{budget} layers: pull {int(r['pull_bytes']) / MB:.1f} MB = {r['ratio']:.3f}x floor;"
             f" fresh {fr['pull_bytes'] / MB:.1f} MB = {fr['ratio']:.3f}x;"
@@ -316,6 +383,9 @@ def summary(doc: dict[str, Any]) -> str:
         lines.append(f"| pkgchunk --max-layers {budget} --fresh | {r['layers']} | "
                      f"{f['pull_bytes'] / MB:.1f} | {f['ratio']:.3f} | "
                      f"{f['docker_prefix_pull_bytes'] / MB:.1f} |")
+        for name, o in r.get("others", {}).items():
+            lines.append(f"| {name} ({budget}) | {o['layers']} | {o['pull_bytes'] / MB:.1f} | "
+                         f"{o['ratio']:.3f} | {o['docker_prefix_pull_bytes'] / MB:.1f} |")
     return "\n".join(lines)
 
 
