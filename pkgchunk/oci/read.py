@@ -6,11 +6,13 @@ once, uncompressed, into the Image's workdir and flattened from there.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import copy
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +30,8 @@ from .spool import Budget, LayerBlob, spool
 #: Layers one image may have. Runtimes stop far below (overlayfs: ~128 lower dirs), and
 #: this is also the most layers pkgchunk writes, so any image it reads it can write back.
 MAX_LAYERS = 1000
+#: Layers decompressed at once (each also hashes and writes on a helper thread).
+SPOOL_JOBS = 2
 
 
 @dataclass
@@ -150,32 +154,51 @@ def _assemble(label: str, source: Source, workdir: str, max_bytes: int) -> Image
     budget = _Counted(label, max_bytes)
     spool_dir = os.path.join(workdir, "layers")
     os.makedirs(spool_dir, exist_ok=True)
-    done: dict[str, tuple[LayerInfo, str]] = {}
     infos: list[LayerInfo] = []
-    tars: list[tuple[str, str]] = []
+    # Layers are spooled (decompressed, verified) on worker threads, ahead of the
+    # flattening: layer n+1 decompresses while layer n is parsed, and two layers
+    # decompress at once. Results and errors are still taken in layer order.
+    jobs = max(1, min(os.cpu_count() or 1, SPOOL_JOBS))
+    pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="pkgchunk-spool")
+    spooled: dict[str, cf.Future[tuple[LayerInfo, str]]] = {}
     for n, blob in enumerate(source.layers, 1):
         key = blob.digest or blob.path
-        if key not in done:
+        if key not in spooled:
             dest = os.path.join(spool_dir, f"{n}.tar")
             name = blob.digest or os.path.relpath(blob.path, workdir)
-            done[key] = spool(label, f"{label}: layer {n} ({name})", blob, dest, budget)
-        else:
-            budget.take(os.path.getsize(done[key][1]))  # flattened again: it costs again
-        info, tar_path = done[key]
-        if diff_ids is not None and diff_ids[n - 1] != info.diff_id:
-            raise InputError(
-                f"{label}: layer {n} ({info.digest}) has diff_id {info.diff_id},"
-                f" the config says {diff_ids[n - 1]}"
+            spooled[key] = pool.submit(
+                spool, label, f"{label}: layer {n} ({name})", blob, dest, budget
             )
-        source.blob_path.setdefault(info.digest, blob.path)
-        infos.append(info)
-        tars.append((f"{label}: layer {n} ({info.digest})", tar_path))
+
+    def tars() -> Iterator[tuple[str, str]]:
+        seen: set[str] = set()
+        for n, blob in enumerate(source.layers, 1):
+            key = blob.digest or blob.path
+            info, tar_path = spooled[key].result()
+            if key in seen:
+                budget.take(os.path.getsize(tar_path))  # flattened again: it costs again
+            seen.add(key)
+            if diff_ids is not None and diff_ids[n - 1] != info.diff_id:
+                raise InputError(
+                    f"{label}: layer {n} ({info.digest}) has diff_id {info.diff_id},"
+                    f" the config says {diff_ids[n - 1]}"
+                )
+            source.blob_path.setdefault(info.digest, blob.path)
+            infos.append(info)
+            yield f"{label}: layer {n} ({info.digest})", tar_path
+
+    try:
+        tree = flatten(tars(), label=label)
+    except BaseException:
+        budget.stop()  # spools still running end at their next chunk
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     if source.manifest is not None and source.manifest.get("layers") == []:
         # docker-archive: the synthesised manifest describes the layers as read
         source.manifest["layers"] = [
             {"mediaType": i.media_type, "digest": i.digest, "size": i.size} for i in infos
         ]
-    tree = flatten(tars, label=label)
     return Image(
         ref=label,
         tree=tree,
@@ -187,12 +210,28 @@ def _assemble(label: str, source: Source, workdir: str, max_bytes: int) -> Image
     )
 
 
+class _Stopped(InputError):
+    """A spool that no longer matters (an earlier layer failed)."""
+
+
 class _Counted(Budget):
-    """The size budget, also counting bytes for the progress line."""
+    """The size budget shared by the spooling threads, also counting bytes for the
+    progress line; once stopped, every spool still running fails at its next chunk."""
+
+    def __init__(self, label: str, max_bytes: int) -> None:
+        super().__init__(label, max_bytes)
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
 
     def take(self, n: int) -> None:
-        super().take(n)
+        if self._stopped.is_set():
+            raise _Stopped(f"{self.label}: stopped")
+        with self._lock:
+            super().take(n)
         progress.advance(n)
+
+    def stop(self) -> None:
+        self._stopped.set()
 
 
 def _diff_ids(label: str, config: dict[str, Any], count: int) -> list[str] | None:
