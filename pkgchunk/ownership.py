@@ -45,7 +45,9 @@ class PathMapper:
         if real_dir is None:
             return None
         path = f"{real_dir}/{name}" if real_dir else name
-        return path if path in self.tree.entries else None
+        entry = self.tree.entries.get(path)
+        # The tree's own string, not a copy: every owned path is kept for the whole run.
+        return entry.path if entry is not None and entry.path == path else None
 
     def _resolve_dir(self, head: str) -> str | None:
         real = self.tree.resolve(head)
@@ -88,7 +90,9 @@ def collect(
                 notes.append(f"{err}; {reader.format} database ignored, its files count as unowned")
                 pkgdb.add(path)
     packages: dict[str, Package] = {}
-    owners: dict[str, set[str]] = {}
+    # A path's owner as a str, a set only once a second one shows up: one set per path
+    # would be the largest allocation of this stage.
+    owners: dict[str, str | set[str]] = {}
     mapper = PathMapper(tree)
     for db in dbs:
         pkgdb.update(p for p in db.paths if p in tree.entries)
@@ -101,15 +105,38 @@ def collect(
             packages[pkg.key] = pkg
             for f in pkg.files:
                 where = mapper(f.path)
-                if where is not None:
-                    owners.setdefault(where, set()).add(pkg.key)
+                if where is None:
+                    continue
+                cur = owners.get(where)
+                if cur is None:
+                    owners[where] = pkg.key
+                elif isinstance(cur, str):
+                    if cur != pkg.key:
+                        owners[where] = {cur, pkg.key}
+                else:
+                    cur.add(pkg.key)
     return Ownership(
         dbs=tuple(dbs),
         packages=packages,
-        owners={p: tuple(sorted(keys)) for p, keys in owners.items() if p not in pkgdb},
+        owners=_owner_tuples(owners, pkgdb),
         pkgdb_paths=frozenset(pkgdb),
         warnings=tuple(notes),
     )
+
+
+def _owner_tuples(
+    owners: dict[str, str | set[str]], pkgdb: set[str]
+) -> dict[str, tuple[str, ...]]:
+    """Path -> sorted owner keys, one shared tuple per distinct owner set (most paths of a
+    package have the same owners, so this keeps a few thousand tuples, not one per path)."""
+    shared: dict[tuple[str, ...], tuple[str, ...]] = {}
+    out: dict[str, tuple[str, ...]] = {}
+    for path, keys in owners.items():
+        if path in pkgdb:
+            continue
+        t = (keys,) if isinstance(keys, str) else tuple(sorted(keys))
+        out[path] = shared.setdefault(t, t)
+    return out
 
 
 def _detect(reader: PackageDbReader, tree: FileTree, notes: list[str]) -> list[str]:
