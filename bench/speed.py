@@ -204,18 +204,22 @@ def measure_real(bench: Bench, subject: Subject, repeat: int) -> dict[str, Any]:
     for rep in range(repeat):
         runs: dict[str, Run] = {}
         log(f"{subject.label}: repetition {rep + 1}/{repeat}")
-        runs["floor_decompress"] = bench.floor_decompress(subject)
-        runs["floor_tar_gzip"] = bench.floor_tar(subject, "gzip")
-        runs["floor_tar_zstd"] = bench.floor_tar(subject, "zstd")
-        for tree in bench.trees:
-            for comp in ("gzip", "zstd"):
-                cold = s / f"cold-{tree}-{comp}"
+        for comp in ("gzip", "zstd"):
+            # Each tree right after the others and next to its floor: the load of a shared
+            # machine changes by the minute, and ratios must compare like with like.
+            runs[f"floor_decompress_{comp}"] = bench.floor_decompress(subject)
+            runs[f"floor_tar_{comp}"] = bench.floor_tar(subject, comp)
+            for tree in bench.trees:
                 runs[f"{tree}:cold_{comp}"] = bench.pkgchunk(
-                    tree, f"cold {comp}", ["--compression", comp, subject.ref], cold)
+                    tree, f"cold {comp}", ["--compression", comp, subject.ref],
+                    s / f"cold-{tree}-{comp}")
+            for tree in bench.trees:
                 runs[f"{tree}:warm_{comp}"] = bench.pkgchunk(
                     tree, f"warm {comp}",
-                    ["--compression", comp, "--prev", f"oci:{cold}:x", subject.ref],
+                    ["--compression", comp, "--prev", f"oci:{s / f'cold-{tree}-{comp}'}:x",
+                     subject.ref],
                     s / f"warm-{tree}-{comp}")
+            for tree in bench.trees:
                 runs[f"{tree}:rootfs_{comp}"] = bench.pkgchunk(
                     tree, f"rootfs {comp}",
                     ["--compression", comp, f"rootfs:{subject.rootfs}"],
@@ -237,16 +241,18 @@ def summarize(reps: list[dict[str, dict[str, Any]]], bench: Bench) -> dict[str, 
     def wall(rep: dict[str, dict[str, Any]], key: str) -> float:
         return float(rep[key]["wall"])
 
-    out: dict[str, Any] = {
-        "floor_decompress": _med([wall(r, "floor_decompress") for r in reps]),
-        "floor_tar_gzip": _med([wall(r, "floor_tar_gzip") for r in reps]),
-        "floor_tar_zstd": _med([wall(r, "floor_tar_zstd") for r in reps]),
-        "trees": {},
-    }
+    def cpu(rep: dict[str, dict[str, Any]], key: str) -> float:
+        return float(rep[key]["user"] + rep[key]["sys"])
+
+    out: dict[str, Any] = {"trees": {}}
+    for comp in ("gzip", "zstd"):
+        out[f"floor_decompress_{comp}"] = _med([wall(r, f"floor_decompress_{comp}") for r in reps])
+        out[f"floor_tar_{comp}"] = _med([wall(r, f"floor_tar_{comp}") for r in reps])
     for tree in bench.trees:
         t: dict[str, Any] = {}
         for comp in ("gzip", "zstd"):
-            floor = [wall(r, "floor_decompress") + wall(r, f"floor_tar_{comp}") for r in reps]
+            floor = [wall(r, f"floor_decompress_{comp}") + wall(r, f"floor_tar_{comp}")
+                     for r in reps]
             for mode in ("cold", "warm", "rootfs"):
                 key = f"{tree}:{mode}_{comp}"
                 t[f"{mode}_{comp}"] = {
@@ -261,6 +267,10 @@ def summarize(reps: list[dict[str, dict[str, Any]]], bench: Bench) -> dict[str, 
                 }
             t[f"cold_{comp}"]["x_floor"] = _med(
                 [wall(r, f"{tree}:cold_{comp}") / f for r, f in zip(reps, floor, strict=True)])
+            t[f"cold_{comp}"]["cpu_x_floor"] = _med(
+                [cpu(r, f"{tree}:cold_{comp}")
+                 / (cpu(r, f"floor_decompress_{comp}") + cpu(r, f"floor_tar_{comp}"))
+                 for r in reps])
             t[f"warm_{comp}"]["x_cold"] = _med(
                 [wall(r, f"{tree}:warm_{comp}") / wall(r, f"{tree}:cold_{comp}") for r in reps])
             t[f"rootfs_{comp}"]["x_floor"] = _med(
@@ -269,6 +279,88 @@ def summarize(reps: list[dict[str, dict[str, Any]]], bench: Bench) -> dict[str, 
             warm = t[f"warm_{comp}"]
             warm["all_reused"] = warm["reused"] == warm["layers"]
         out["trees"][tree] = t
+    return out
+
+
+# ---------------------------------------------------------------- where the time goes
+
+#: (category, leaf functions): a sample whose innermost Python frame is one of these.
+LEAF_CATEGORIES = [
+    ("compression (zlib, zstd)", {"_Gzip.write", "_Gzip.close", "_Zstd.write", "_Zstd.close"}),
+    ("decompressing the input layers", {"_gunzip", "_unzstd"}),
+    ("sha256 (blob digests, diff_ids)", {"HashingSink.write", "HashingReader.read",
+                                         "copy_hashing", "HashingReader.drain"}),
+    ("spooling: diff_id + writing the uncompressed tar", {"_Pipe._run", "spool", "_spool"}),
+    ("reading file contents (pread)", {"_Sources.copy"}),
+    ("writing and fsyncing blobs", {"_write_one", "BlobStore.commit", "BlobStore.copy_in",
+                                    "BlobStore.put_bytes"}),
+    ("waiting (queues, thread joins)", {"Condition.wait", "Thread.join", "Queue.get",
+                                        "Queue.put", "wait"}),
+]
+#: (category, function): otherwise, the innermost of these on the stack.
+STACK_CATEGORIES = [
+    ("tar headers and members (Python)", "write_layer"),
+    ("flattening the layers (tar parsing)", "flatten"),
+    ("package databases and ownership", "collect"),
+    ("mtime policy", "apply"),
+    ("planner", "plan_image"),
+    ("reading a rootfs: directory", "read_rootfs"),
+    ("start-up (imports)", "_find_and_load"),
+]
+
+
+def categorize(stack: list[str]) -> str:
+    """The category of one py-spy sample (frames outermost first, as 'func (file:line)')."""
+    names = [f.split(" (", 1)[0] for f in stack]
+    if names:
+        for category, leaves in LEAF_CATEGORIES:
+            if names[-1] in leaves:
+                return category
+    for name in reversed(names):
+        for category, func in STACK_CATEGORIES:
+            if name == func:
+                return category
+    return "other"
+
+
+def profile(bench: Bench, subject: Subject) -> dict[str, Any] | None:
+    """Thread-seconds per category for a cold rechunk, gzip and zstd (py-spy, 100 Hz)."""
+    pyspy = shutil.which("py-spy")
+    if pyspy is None:
+        log("py-spy not installed (pip install py-spy): no profile")
+        return None
+    tree = next(iter(bench.trees))
+    out: dict[str, Any] = {}
+    for comp in ("gzip", "zstd"):
+        raw = bench.scratch / f"profile-{comp}.txt"
+        dest = bench.scratch / "profile-out"
+        shutil.rmtree(dest, ignore_errors=True)
+        cmd = [pyspy, "record", "-r", "100", "-f", "raw", "--threads", "-o", str(raw), "--",
+               sys.executable, "-m", "pkgchunk.cli", "rechunk", "--compression", comp,
+               subject.ref, f"oci:{dest}:x"]
+        log(f"profiling cold {comp}")
+        r = timed(f"profile {comp}", cmd, env={**os.environ, "PYTHONPATH": str(bench.trees[tree])})
+        shutil.rmtree(dest, ignore_errors=True)
+        counts: dict[str, int] = {}
+        threads: dict[str, int] = {}
+        for line in raw.read_text().splitlines():
+            stack_text, _, n = line.rpartition(" ")
+            if not stack_text:
+                continue
+            frames = stack_text.split(";")
+            thread = frames[0].partition("): ")[2] or "other"
+            cat = categorize(frames[1:])
+            counts[cat] = counts.get(cat, 0) + int(n)
+            threads[thread.rstrip("_0123456789")] = threads.get(thread.rstrip("_0123456789"),
+                                                                0) + int(n)
+        total = sum(counts.values())
+        out[comp] = {
+            "wall": r.wall,
+            "thread_seconds": total / 100,
+            "categories": dict(sorted(((k, v / 100) for k, v in counts.items()),
+                                      key=lambda kv: -kv[1])),
+            "threads": {k: v / 100 for k, v in threads.items()},
+        }
     return out
 
 
@@ -355,29 +447,56 @@ def tables(doc: dict[str, Any]) -> str:
     if real:
         s = real["summary"]
         lines += [
-            f"**{real['label']}** (floor: decompress the input layers"
-            f" {_s(s['floor_decompress'])}; `tar | pigz -p{doc['jobs']}` {_s(s['floor_tar_gzip'])};"
-            f" `tar | zstd -T{doc['jobs']}` {_s(s['floor_tar_zstd'])})",
+            f"**{real['label']}**. Floor: decompress the input layers"
+            f" {_s(s['floor_decompress_gzip'])}, then `tar | pigz -p{doc['jobs']}`"
+            f" {_s(s['floor_tar_gzip'])} or `tar | zstd -T{doc['jobs']}`"
+            f" {_s(s['floor_tar_zstd'])}.",
             "",
-            "| pkgchunk | run | wall | CPU | peak RSS | ratio | target | check |",
+            "| pkgchunk | run | wall | CPU | peak RSS | ratio (wall) | target | check |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for tree, t in s["trees"].items():
-            for comp in ("gzip", "zstd"):
-                floor = s["floor_decompress"] + s[f"floor_tar_{comp}"]
-                c, w, r = t[f"cold_{comp}"], t[f"warm_{comp}"], t[f"rootfs_{comp}"]
-                lines += [
-                    f"| {tree} | cold, {comp} | {_s(c['wall'])} | {_s(c['cpu'])} |"
-                    f" {c['maxrss_mb']:.0f} MB | {c['x_floor']:.2f}x floor ({_s(floor)}) |"
-                    f" ≤ 1.3x, ≤ 200 MB | {c['layers']} layers,"
-                    f" {'same digest every run' if c['reproducible'] else 'DIGESTS DIFFER'} |",
-                    f"| {tree} | warm, {comp} | {_s(w['wall'])} | {_s(w['cpu'])} |"
-                    f" {w['maxrss_mb']:.0f} MB | {w['x_cold']:.2f}x cold | ≤ 0.3x |"
-                    f" {w['reused']}/{w['layers']} blobs reused |",
-                    f"| {tree} | `rootfs:`, {comp} | {_s(r['wall'])} | {_s(r['cpu'])} |"
-                    f" {r['maxrss_mb']:.0f} MB | {r['x_floor']:.2f}x `tar \\|"
-                    f" {'pigz' if comp == 'gzip' else 'zstd'}` | – | |",
-                ]
+        for comp in ("gzip", "zstd"):
+            for mode in ("cold", "warm", "rootfs"):
+                for tree, t in s["trees"].items():
+                    r = t[f"{mode}_{comp}"]
+                    head = f"| {tree} | {mode if mode != 'rootfs' else '`rootfs:`'}, {comp} |"
+                    head += f" {_s(r['wall'])} | {_s(r['cpu'])} | {r['maxrss_mb']:.0f} MB |"
+                    if mode == "cold":
+                        floor = s[f"floor_decompress_{comp}"] + s[f"floor_tar_{comp}"]
+                        digests = ("same digest every run" if r["reproducible"]
+                                   else "DIGESTS DIFFER")
+                        lines.append(
+                            f"{head} {r['x_floor']:.2f}x floor ({_s(floor)}; CPU"
+                            f" {r['cpu_x_floor']:.2f}x) | ≤ 1.3x, ≤ 200 MB |"
+                            f" {r['layers']} layers, {digests} |")
+                    elif mode == "warm":
+                        lines.append(f"{head} {r['x_cold']:.2f}x cold | ≤ 0.3x |"
+                                     f" {r['reused']}/{r['layers']} blobs reused |")
+                    else:
+                        tool = "pigz" if comp == "gzip" else "zstd"
+                        lines.append(f"{head} {r['x_floor']:.2f}x `tar \\| {tool}` | – | |")
+        lines.append("")
+    prof = doc.get("profile")
+    if prof:
+        cats: list[str] = []
+        for p in prof.values():
+            cats += [c for c in p["categories"] if c not in cats]
+        lines += [
+            "Where the time goes in a cold rechunk (py-spy, 100 Hz, every thread; seconds of"
+            " thread time, so on 2 cores they add up to more than the wall time):",
+            "",
+            "| | " + " | ".join(f"{comp} (wall {_s(p['wall'])})" for comp, p in prof.items())
+            + " |",
+            "|---|" + "---|" * len(prof),
+        ]
+        for c in cats:
+            cells = []
+            for p in prof.values():
+                v = p["categories"].get(c, 0.0)
+                cells.append(f"{v:.1f} s ({100 * v / p['thread_seconds']:.0f} %)")
+            lines.append(f"| {c} | " + " | ".join(cells) + " |")
+        lines.append("| total | " + " | ".join(f"{p['thread_seconds']:.1f} s"
+                                               for p in prof.values()) + " |")
         lines.append("")
     synth = doc.get("synth")
     if synth:
@@ -435,6 +554,8 @@ def main() -> None:
     ap.add_argument("--no-synth", action="store_true", help="skip the synthetic images")
     ap.add_argument("--synth-files", default="50000,100000,200000")
     ap.add_argument("--synth-bytes", type=int, default=25_000)
+    ap.add_argument("--profile", action="store_true",
+                    help="also profile a cold gzip and zstd rechunk with py-spy")
     ap.add_argument("--keep-synth", action="store_true", help="keep the synthetic layouts")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                     help="threads for pigz/zstd in the floor")
@@ -453,7 +574,10 @@ def main() -> None:
         bench = Bench(scratch, trees, a.jobs)
         if a.quick:
             doc["repeat"] = 2  # two, so the reproducibility check compares something
-            doc["real"] = measure_real(bench, quick_subject(scratch), 2)
+            subject = quick_subject(scratch)
+            doc["real"] = measure_real(bench, subject, 2)
+            if a.profile:
+                doc["profile"] = profile(bench, subject)
             specs = [synthimage.Spec(n, 2000) for n in (300, 600, 1200)] + [
                 synthimage.Spec(600, 4000)]
             doc["synth"] = measure_synth(bench, scratch, specs, keep=False)
@@ -464,8 +588,10 @@ def main() -> None:
                 rootfs = a.work / f"{a.image}.rootfs"
                 if not (layout / "index.json").is_file() or not rootfs.is_dir():
                     raise SystemExit(f"{layout}: missing; build it: sudo python3 bench/corpus.py")
-                doc["real"] = measure_real(
-                    bench, Subject(f"{a.image} (real Debian 12 image)", layout, rootfs), a.repeat)
+                subject = Subject(f"{a.image} (real Debian 12 image)", layout, rootfs)
+                doc["real"] = measure_real(bench, subject, a.repeat)
+                if a.profile:
+                    doc["profile"] = profile(bench, subject)
             if not a.no_synth:
                 counts = [int(x) for x in a.synth_files.split(",") if x]
                 specs = [synthimage.Spec(n, a.synth_bytes) for n in counts]

@@ -4,11 +4,12 @@
     python3 bench/synthimage.py OUT --files 200000 --file-bytes 25000 [--compression gzip]
 
 ``files`` regular files of ``file_bytes`` bytes on average (sizes spread 0.5x-1.5x, the total
-is exact) are spread over ``files / 100`` packages (Debian averages ~90 files per package),
-each with its own directory tree and a ``var/lib/dpkg`` database (``status`` and
-``info/PKG.list``) that owns every file. Content is cut from a fixed pool that is half random,
-half text, so it compresses about 2:1 like real binaries and docs. Two layers, like a
-Containerfile build: the first quarter of the packages, then the rest plus the database.
+is exact) are spread over packages of log-normal size, 100 files on average (Debian: ~90, most
+packages small, a few with thousands), each with its own directory tree, and a
+``var/lib/dpkg`` database (``status`` and ``info/PKG.list``) owns every file. Content is cut
+from a fixed pool, a quarter random and three quarters text, which compresses about 1.6:1.
+Two layers, like a Containerfile build: the first quarter of the packages, then the rest plus
+the database.
 
 Everything is a function of the arguments (fixed mtimes, sorted tars, fixed seed), so two
 builds give the same digests. Independent of pkgchunk on purpose, like ``ocitar.py``: the
@@ -21,6 +22,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -50,7 +52,7 @@ class Spec:
 
     @property
     def packages(self) -> int:
-        return max(1, -(-self.files // FILES_PER_PACKAGE))
+        return len(_package_sizes(self.files))
 
     @property
     def name(self) -> str:
@@ -87,12 +89,27 @@ def _pkg(n: int) -> str:
     return f"synth-{n:05d}"
 
 
+def _package_sizes(files: int) -> list[int]:
+    """Files per package: log-normal (sigma 1.5) with mean FILES_PER_PACKAGE, like Debian's
+    many small packages and few big ones; the counts add up to ``files``."""
+    rng = random.Random(3)
+    mu = math.log(FILES_PER_PACKAGE) - 1.5**2 / 2
+    out: list[int] = []
+    left = files
+    while left > 0:
+        n = min(left, max(1, round(rng.lognormvariate(mu, 1.5))))
+        out.append(n)
+        left -= n
+    return out
+
+
 def _layout(spec: Spec) -> Iterator[tuple[int, str]]:
     """(package number, path) of every regular file, in file order."""
-    for i in range(spec.files):
-        pkg = i // FILES_PER_PACKAGE
-        k = i % FILES_PER_PACKAGE
-        yield pkg, f"usr/share/synth/{_pkg(pkg)}/d{k // FILES_PER_DIR:02d}/f{i:07d}.bin"
+    i = 0
+    for pkg, count in enumerate(_package_sizes(spec.files)):
+        for k in range(count):
+            yield pkg, f"usr/share/synth/{_pkg(pkg)}/d{k // FILES_PER_DIR:03d}/f{i:07d}.bin"
+            i += 1
 
 
 class _Hashing:
@@ -187,7 +204,7 @@ def _database(spec: Spec, pkgs: range) -> list[tuple[str, bytes | int]]:
         name = _pkg(p)
         status.append(
             f"Package: {name}\nStatus: install ok installed\nPriority: optional\n"
-            f"Section: misc\nInstalled-Size: {spec.file_bytes * FILES_PER_PACKAGE // 1024}\n"
+            f"Section: misc\nInstalled-Size: {spec.file_bytes * len(listed[p]) // 1024}\n"
             f"Maintainer: Bench <bench@example.org>\nArchitecture: amd64\nVersion: 1.{p}-1\n"
             f"Description: synthetic package {p}\n"
         )
@@ -210,7 +227,7 @@ def build(out: Path, spec: Spec) -> Path:
     """
     stamp = out / "synth.json"
     want = {"files": spec.files, "file_bytes": spec.file_bytes, "compression": spec.compression,
-            "version": 1}
+            "version": 2}
     if stamp.is_file() and json.loads(stamp.read_text()) == want:
         return out
     shutil.rmtree(out, ignore_errors=True)
