@@ -61,13 +61,13 @@ class Run:
 
 
 def timed(name: str, cmd: list[str] | str, *, env: dict[str, str] | None = None,
-          stdout: Path | None = None) -> Run:
+          stdout: Path | None = None, cwd: Path | None = None) -> Run:
     """Run ``cmd`` (a shell string runs under bash, so a pipeline counts all its processes)."""
     argv = ["bash", "-o", "pipefail", "-c", cmd] if isinstance(cmd, str) else cmd
     out = open(stdout, "wb") if stdout else subprocess.DEVNULL  # noqa: SIM115
     try:
         t0 = time.perf_counter()
-        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, env=env)
+        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, env=env, cwd=cwd)
         assert p.stderr is not None
         err = p.stderr.read()
         _, status, ru = os.wait4(p.pid, 0)
@@ -164,13 +164,18 @@ class Bench:
         self.trees = trees
         self.jobs = jobs
 
+    def env(self, tree: str) -> dict[str, str]:
+        """Run ``tree``'s pkgchunk: ``python -m`` would put the working directory first on
+        sys.path (a checkout's own pkgchunk), so that is turned off and the scratch
+        directory is the working directory."""
+        return {**os.environ, "PYTHONPATH": str(self.trees[tree]), "PYTHONSAFEPATH": "1"}
+
     def pkgchunk(self, tree: str, name: str, args: list[str], dest: Path) -> Run:
         """``pkgchunk rechunk --json ARGS oci:DEST:x`` from source tree ``tree``."""
         shutil.rmtree(dest, ignore_errors=True)
-        env = {**os.environ, "PYTHONPATH": str(self.trees[tree])}
         out = self.scratch / "stdout.json"
         cmd = [sys.executable, "-m", "pkgchunk.cli", "rechunk", "--json", *args, f"oci:{dest}:x"]
-        r = timed(name, cmd, env=env, stdout=out)
+        r = timed(name, cmd, env=self.env(tree), stdout=out, cwd=self.scratch)
         doc = json.loads(out.read_text())
         r.extra = {
             "manifest": doc["manifest_digest"],
@@ -339,7 +344,7 @@ def profile(bench: Bench, subject: Subject) -> dict[str, Any] | None:
                sys.executable, "-m", "pkgchunk.cli", "rechunk", "--compression", comp,
                subject.ref, f"oci:{dest}:x"]
         log(f"profiling cold {comp}")
-        r = timed(f"profile {comp}", cmd, env={**os.environ, "PYTHONPATH": str(bench.trees[tree])})
+        r = timed(f"profile {comp}", cmd, env=bench.env(tree), cwd=bench.scratch)
         shutil.rmtree(dest, ignore_errors=True)
         counts: dict[str, int] = {}
         threads: dict[str, int] = {}
@@ -572,6 +577,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pkgchunk-speed-", dir=out) as tmp:
         scratch = Path(tmp)
         bench = Bench(scratch, trees, a.jobs)
+        for name, path in trees.items():  # each tree really runs its own pkgchunk
+            where = subprocess.run(
+                [sys.executable, "-c", "import pkgchunk; print(pkgchunk.__file__)"],
+                env=bench.env(name), cwd=scratch, capture_output=True, text=True, check=True,
+            ).stdout.strip()
+            if not Path(where).resolve().is_relative_to(path):
+                raise SystemExit(f"--tree {name}={path}: python imports {where} instead")
         if a.quick:
             doc["repeat"] = 2  # two, so the reproducibility check compares something
             subject = quick_subject(scratch)
