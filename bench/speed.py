@@ -347,24 +347,18 @@ def profile(bench: Bench, subject: Subject) -> dict[str, Any] | None:
         r = timed(f"profile {comp}", cmd, env=bench.env(tree), cwd=bench.scratch)
         shutil.rmtree(dest, ignore_errors=True)
         counts: dict[str, int] = {}
-        threads: dict[str, int] = {}
         for line in raw.read_text().splitlines():
             stack_text, _, n = line.rpartition(" ")
             if not stack_text:
                 continue
-            frames = stack_text.split(";")
-            thread = frames[0].partition("): ")[2] or "other"
-            cat = categorize(frames[1:])
+            cat = categorize(stack_text.split(";")[1:])  # [0] names the thread
             counts[cat] = counts.get(cat, 0) + int(n)
-            threads[thread.rstrip("_0123456789")] = threads.get(thread.rstrip("_0123456789"),
-                                                                0) + int(n)
         total = sum(counts.values())
         out[comp] = {
             "wall": r.wall,
             "thread_seconds": total / 100,
             "categories": dict(sorted(((k, v / 100) for k, v in counts.items()),
                                       key=lambda kv: -kv[1])),
-            "threads": {k: v / 100 for k, v in threads.items()},
         }
     return out
 
@@ -506,8 +500,8 @@ def tables(doc: dict[str, Any]) -> str:
     synth = doc.get("synth")
     if synth:
         lines += [
-            "Synthetic images (`bench/synthimage.py`: uncompressed layers, dpkg database,"
-            " 100 files per package), cold `pkgchunk rechunk --compression zstd`:",
+            "Synthetic images (`bench/synthimage.py`: two uncompressed layers, a dpkg database,"
+            " packages of 100 files on average), cold `pkgchunk rechunk --compression zstd`:",
             "",
             "| files | bytes per file | image | wall | CPU | peak RSS |",
             "|---|---|---|---|---|---|",
