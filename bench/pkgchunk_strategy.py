@@ -39,12 +39,12 @@ import score  # noqa: E402
 from model import Build, PkgInfo  # noqa: E402
 from strategies import STRATEGIES, Plan, Prev, Strategy  # noqa: E402
 
-from pkgchunk import mtimes  # noqa: E402
-from pkgchunk.load import open_image  # noqa: E402
-from pkgchunk.ownership import collect  # noqa: E402
+from pkgchunk.io import open_image  # noqa: E402
 from pkgchunk.pkgdb.model import Ownership, Package, PackageDb  # noqa: E402
-from pkgchunk.planrecord import LABEL, plan_image  # noqa: E402
-from pkgchunk.rules import Rules, default_rules_name, load_rules  # noqa: E402
+from pkgchunk.pkgdb.ownership import collect  # noqa: E402
+from pkgchunk.plan import mtimes  # noqa: E402
+from pkgchunk.plan.record import LABEL, plan_image  # noqa: E402
+from pkgchunk.plan.rules import Rules, default_rules_name, load_rules  # noqa: E402
 from pkgchunk.tree import Entry, FileTree  # noqa: E402
 
 POLICY_MODE = "pkgchunk-policy"

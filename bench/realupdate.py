@@ -53,12 +53,12 @@ import pkgchunk_strategy  # noqa: E402
 import score  # noqa: E402
 from strategies import STRATEGIES  # noqa: E402
 
-from pkgchunk import mtimes  # noqa: E402
 from pkgchunk.diff import diff as pull_of  # noqa: E402
 from pkgchunk.layers import LayerSpec  # noqa: E402
+from pkgchunk.oci.rootfs import minimal_config  # noqa: E402
 from pkgchunk.oci.write import WriteOptions, write_image  # noqa: E402
+from pkgchunk.plan import mtimes  # noqa: E402
 from pkgchunk.previous import open_previous  # noqa: E402
-from pkgchunk.rootfs import minimal_config  # noqa: E402
 from pkgchunk.tree import encode_path  # noqa: E402
 
 #: Strategies written for real by default: every bounded one (pkgchunk runs through its CLI).

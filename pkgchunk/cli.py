@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__, progress
-from .errors import PkgchunkError
+from pkgchunk import __version__, progress
+from pkgchunk.errors import PkgchunkError
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("pkgchunk")
@@ -106,7 +106,7 @@ def _transport_options(f: F) -> F:
                 storage_driver: str | None, src_tls_verify: bool | None,
                 dest_tls_verify: bool | None, authfile: str | None, creds: str | None,
                 mount: bool, **kwargs: Any) -> Any:
-        from .skopeo import TransportOptions, transport_options
+        from pkgchunk.transport.skopeo import TransportOptions, transport_options
 
         opts = TransportOptions(
             storage_root=storage_root, storage_runroot=storage_runroot,
@@ -163,9 +163,9 @@ def cli() -> None:
 @handle_errors
 def packages(src: str, as_json: bool, ignore_pkgdb_errors: bool) -> None:
     """List SRC's package databases, each package's files and bytes, and what is unowned."""
-    from .load import open_image
-    from .ownership import collect
-    from .report import build, format_table, to_json
+    from pkgchunk.io import open_image
+    from pkgchunk.pkgdb.ownership import collect
+    from pkgchunk.report import build, format_table, to_json
 
     with open_image(src) as image:
         ownership = collect(image.tree, ignore_errors=ignore_pkgdb_errors)
@@ -253,13 +253,13 @@ def rechunk_cmd(
     """
     srcs, dest = _split_images(images)
     if sbom is not None:
-        from .sbom import check_target
+        from pkgchunk.sbom import check_target
 
         check_target(sbom[1])  # before the long work, not after
-    from .compress import check_level
-    from .oci.write import WriteOptions
-    from .rechunk import PlanOptions, plan_table, rechunk_packages
-    from .report_json import rechunk_json
+    from pkgchunk.oci.compress import check_level
+    from pkgchunk.oci.write import WriteOptions
+    from pkgchunk.rechunk import PlanOptions, plan_table, rechunk_packages
+    from pkgchunk.report_json import rechunk_json
 
     try:
         check_level(compression, level)  # type: ignore[arg-type]
@@ -279,7 +279,7 @@ def rechunk_cmd(
     result = rechunk_packages(srcs if len(srcs) > 1 else srcs[0], dest, popts, options)
     _warn(result.warnings)
     if sbom is not None:
-        from .sbom import spdx_document, write_json
+        from pkgchunk.sbom import spdx_document, write_json
 
         doc = spdx_document(
             result.planned.ownership, name=result.write.ref,
@@ -308,8 +308,8 @@ def plan_cmd(
     fresh: bool, mtime_policy: str, ignore_pkgdb_errors: bool, as_json: bool,
 ) -> None:
     """Show the layers `rechunk` would write for SRC (several: stacked), writing nothing."""
-    from .rechunk import PlanOptions, plan_only, plan_table
-    from .report_json import plan_json
+    from pkgchunk.rechunk import PlanOptions, plan_only, plan_table
+    from pkgchunk.report_json import plan_json
 
     popts = PlanOptions(
         rules=rules, max_layers=max_layers, prev=prev, fresh=fresh,
@@ -336,8 +336,8 @@ def diff_cmd(old: str, new: str, as_json: bool) -> None:
 
     Reads manifests and configs only (for docker:// through skopeo inspect).
     """
-    from .diff import changelog, diff, to_json
-    from .rechunk import human_size
+    from pkgchunk.diff import changelog, diff, to_json
+    from pkgchunk.rechunk import human_size
 
     result = diff(old, new)
     if as_json:
@@ -362,8 +362,8 @@ def verify_cmd(
     a: str, b: str, ignore_mtime: bool, mtime_clamp: int | None, as_json: bool
 ) -> None:
     """Compare images A and B path by path; exit 0 when they hold the same files, 1 when not."""
-    from .report_json import verify_json
-    from .verify import verify
+    from pkgchunk.report_json import verify_json
+    from pkgchunk.verify import verify
 
     result = verify(a, b, ignore_mtime=ignore_mtime, mtime_clamp=mtime_clamp)
     if as_json:
@@ -386,7 +386,7 @@ def verify_cmd(
 @handle_errors
 def demo_cmd(directory: str) -> None:
     """Build the demo image under DIRECTORY (default ./demo-out), rechunk it and verify."""
-    from .demo import run_demo
+    from pkgchunk.demo import run_demo
 
     if not run_demo(directory, echo=click.echo):
         sys.exit(1)

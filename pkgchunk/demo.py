@@ -19,9 +19,9 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .compress import LAYER_MEDIA_TYPES, compressor
-from .diff import diff
-from .oci.store import (
+from pkgchunk.diff import diff
+from pkgchunk.oci.compress import LAYER_MEDIA_TYPES, compressor
+from pkgchunk.oci.store import (
     CONFIG_MEDIA_TYPE,
     MANIFEST_MEDIA_TYPE,
     BlobStore,
@@ -29,9 +29,9 @@ from .oci.store import (
     canonical_json,
     init_layout,
 )
-from .oci.write import WriteOptions
-from .rechunk import PlanOptions, plan_table, rechunk_packages
-from .verify import verify
+from pkgchunk.oci.write import WriteOptions
+from pkgchunk.rechunk import PlanOptions, plan_table, rechunk_packages
+from pkgchunk.verify import verify
 
 TAG = "demo"
 ARCH = "amd64"

@@ -13,14 +13,14 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import InputError
-from .load import default_max_bytes
-from .oci.read import Source, read_source
-from .oci.write import LAYER_ANNOTATION
-from .planrecord import LABEL, decode
-from .refs import ImageRef, parse_ref
-from .remote import inspect_source
-from .skopeo import is_remote
+from pkgchunk.errors import InputError
+from pkgchunk.io import default_max_bytes
+from pkgchunk.oci.read import Source, read_source
+from pkgchunk.oci.write import LAYER_ANNOTATION
+from pkgchunk.plan.record import LABEL, decode
+from pkgchunk.refs import ImageRef, parse_ref
+from pkgchunk.transport.remote import inspect_source
+from pkgchunk.transport.skopeo import is_remote
 
 
 @dataclass(frozen=True, slots=True)

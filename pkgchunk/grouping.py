@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .layers import LayerSpec
-from .tree import ENC, ERRORS, FileTree, encode_path
+from pkgchunk.layers import LayerSpec
+from pkgchunk.tree import ENC, ERRORS, FileTree, encode_path
 
 #: Bytes a tar member costs beyond its content (its header), so many small
 #: files weigh something.

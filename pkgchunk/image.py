@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .tree import FileTree
+from pkgchunk.tree import FileTree
 
 
 @dataclass(frozen=True, slots=True)

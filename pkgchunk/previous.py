@@ -18,14 +18,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 
-from .compress import LAYER_MEDIA_TYPES
-from .errors import InputError
-from .load import default_max_bytes
-from .oci.read import Source, read_source
-from .oci.write import ReusableBlob
-from .refs import ImageRef, parse_ref
-from .remote import exists, inspect_source
-from .skopeo import Side, is_remote
+from pkgchunk.errors import InputError
+from pkgchunk.io import default_max_bytes
+from pkgchunk.oci.compress import LAYER_MEDIA_TYPES
+from pkgchunk.oci.read import Source, read_source
+from pkgchunk.oci.write import ReusableBlob
+from pkgchunk.refs import ImageRef, parse_ref
+from pkgchunk.transport.remote import exists, inspect_source
+from pkgchunk.transport.skopeo import Side, is_remote
 
 #: Docker media types whose blobs are byte-compatible with an OCI layer type.
 SAME_BYTES = {

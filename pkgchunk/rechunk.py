@@ -15,20 +15,21 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from . import mtimes, progress
-from .grouping import by_top_dir
-from .image import Image
-from .layers import LayerSpec
-from .load import open_image, open_stack
-from .oci.write import ReusableBlob, WriteOptions, WriteResult, write_image
-from .ownership import collect
-from .pkgdb.model import Ownership
-from .planrecord import LABEL, PlanOutcome, plan_image
-from .previous import SAME_BYTES, Previous, dest_has_tag, open_previous
-from .refs import ImageRef, parse_ref
-from .rules import default_rules_name, load_rules
-from .sbom import read_os_release
-from .tree import FileTree
+from pkgchunk import progress
+from pkgchunk.grouping import by_top_dir
+from pkgchunk.image import Image
+from pkgchunk.io import open_image, open_stack
+from pkgchunk.layers import LayerSpec
+from pkgchunk.oci.write import ReusableBlob, WriteOptions, WriteResult, write_image
+from pkgchunk.pkgdb.model import Ownership
+from pkgchunk.pkgdb.ownership import collect
+from pkgchunk.plan import mtimes
+from pkgchunk.plan.record import LABEL, PlanOutcome, plan_image
+from pkgchunk.plan.rules import default_rules_name, load_rules
+from pkgchunk.previous import SAME_BYTES, Previous, dest_has_tag, open_previous
+from pkgchunk.refs import ImageRef, parse_ref
+from pkgchunk.sbom import read_os_release
+from pkgchunk.tree import FileTree
 
 log = logging.getLogger(__name__)
 

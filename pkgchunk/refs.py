@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .errors import InputError
+from pkgchunk.errors import InputError
 
 #: Transports whose ``path`` is a file or directory on this machine.
 LOCAL_TRANSPORTS = ("oci", "oci-archive", "docker-archive", "rootfs")

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .ownership import owned_paths
-from .pkgdb.model import Ownership
-from .tree import FileTree, encode_path, parent
+from pkgchunk.pkgdb.model import Ownership
+from pkgchunk.pkgdb.ownership import owned_paths
+from pkgchunk.tree import FileTree, encode_path, parent
 
 #: How many of the directories with the most unowned bytes are listed.
 TOP_DIRS = 10

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .rechunk import Planned, RechunkResult
-from .verify import VerifyResult
+from pkgchunk.rechunk import Planned, RechunkResult
+from pkgchunk.verify import VerifyResult
 
 
 def plan_json(planned: Planned) -> dict[str, Any]:

@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from . import __version__
-from .errors import OutputError
-from .pkgdb.model import Ownership, Package
-from .tree import FileTree
+from pkgchunk import __version__
+from pkgchunk.errors import OutputError
+from pkgchunk.pkgdb.model import Ownership, Package
+from pkgchunk.tree import FileTree
 
 SPDX_VERSION = "SPDX-2.3"
 FORMATS = ("spdx-json",)

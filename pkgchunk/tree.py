@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal
 
-from .errors import InputError
+from pkgchunk.errors import InputError
 
 Kind = Literal["reg", "dir", "sym", "chr", "blk", "fifo"]
 KINDS: tuple[Kind, ...] = ("reg", "dir", "sym", "chr", "blk", "fifo")

@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import mtimes
-from .load import open_image
-from .ownership import collect
-from .refs import ImageRef
-from .tree import ENC, ERRORS, Entry, FileTree, encode_path
+from pkgchunk.io import open_image
+from pkgchunk.pkgdb.ownership import collect
+from pkgchunk.plan import mtimes
+from pkgchunk.refs import ImageRef
+from pkgchunk.tree import ENC, ERRORS, Entry, FileTree, encode_path
 
 #: Config labels pkgchunk itself adds; they are not a difference.
 OWN_LABEL_PREFIX = "org.pkgchunk."

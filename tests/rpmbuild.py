@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pkgchunk.rootfs import read_rootfs
+from pkgchunk.oci.rootfs import read_rootfs
 from pkgchunk.tree import FileTree
 from tests.helpers import require_tool
 

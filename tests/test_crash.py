@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pkgchunk.load import open_image
+from pkgchunk.io import open_image
 from pkgchunk.verify import verify
 from tests.hostile import busy_source, cli_env, layout_problems, layout_tags, run_cli
 

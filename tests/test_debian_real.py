@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from pkgchunk.ownership import collect
-from pkgchunk.rootfs import read_rootfs
+from pkgchunk.oci.rootfs import read_rootfs
+from pkgchunk.pkgdb.ownership import collect
 
 from . import debbuild
 from .helpers import require_tool

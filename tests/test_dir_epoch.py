@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pkgchunk import mtimes
-from pkgchunk.load import open_image
+from pkgchunk.io import open_image
+from pkgchunk.plan import mtimes
 from pkgchunk.rechunk import PlanOptions, RechunkResult, rechunk_packages
 from pkgchunk.verify import verify
 

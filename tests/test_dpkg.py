@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pkgchunk.errors import PkgdbError, PkgdbWarning
-from pkgchunk.ownership import collect
+from pkgchunk.oci.rootfs import read_rootfs
 from pkgchunk.pkgdb import dpkg
 from pkgchunk.pkgdb.changelog import parse_times
 from pkgchunk.pkgdb.model import FLAG_CONFIG, Ownership
-from pkgchunk.rootfs import read_rootfs
+from pkgchunk.pkgdb.ownership import collect
 from pkgchunk.tree import FileTree
 
 from . import debbuild

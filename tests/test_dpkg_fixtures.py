@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from pkgchunk.ownership import collect
 from pkgchunk.pkgdb.model import Ownership
+from pkgchunk.pkgdb.ownership import collect
 from pkgchunk.tree import FileTree
 
 from .debbuild import admindir_files, hand_tree

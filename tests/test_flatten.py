@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pkgchunk.errors import InputError
-from pkgchunk.flatten import flatten
+from pkgchunk.oci.flatten import flatten
 from pkgchunk.tree import FileTree, encode_path
 from tests.imagebuild import (
     Member,

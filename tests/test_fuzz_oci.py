@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pkgchunk.errors import InputError
-from pkgchunk.load import open_image
+from pkgchunk.io import open_image
 from tests.hostile import fuzz_settings, within
 from tests.imagebuild import (
     OCI_INDEX,

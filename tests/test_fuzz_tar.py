@@ -18,11 +18,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pkgchunk.errors import InputError, OutputError
-from pkgchunk.flatten import flatten
 from pkgchunk.layers import LayerSpec
 from pkgchunk.oci.archive import unpack
+from pkgchunk.oci.flatten import flatten
 from pkgchunk.oci.spool import Budget, LayerBlob, spool
-from pkgchunk.tarwrite import check_specs, write_layer
+from pkgchunk.oci.tarwrite import check_specs, write_layer
 from pkgchunk.tree import FileTree, ancestors, normalize
 from pkgchunk.verify import compare
 from tests.hostile import ext_header, fuzz_settings, member, pax_record, tree_files, within

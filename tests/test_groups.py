@@ -6,9 +6,9 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from pkgchunk.groups import Group, build_groups, derived_owners, version_string
 from pkgchunk.pkgdb.model import Ownership, Package, PackageDb
-from pkgchunk.rules import Rules, load_rules, parse_rules
+from pkgchunk.plan.groups import Group, build_groups, derived_owners, version_string
+from pkgchunk.plan.rules import Rules, load_rules, parse_rules
 from pkgchunk.tree import DataRef, Entry, FileTree, ancestors
 
 from .helpers import shared_fixtures
@@ -428,7 +428,7 @@ def debian_tree(admindir: Path) -> tuple[FileTree, dict[str, list[str]]]:
 
 
 def test_real_debian_database_groups() -> None:
-    from pkgchunk.ownership import collect
+    from pkgchunk.pkgdb.ownership import collect
 
     admin = shared_fixtures() / "dpkg" / "debian-12-bookworm-minbase"
     expected = json.loads((admin / "expected.json").read_text())

@@ -17,7 +17,7 @@ import pytest
 import zstandard
 
 from pkgchunk.errors import InputError
-from pkgchunk.load import open_image
+from pkgchunk.io import open_image
 from pkgchunk.oci.read import MAX_LAYERS
 from tests.hostile import (
     bomb_tar_prefix,

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from pkgchunk.errors import PkgdbError
-from pkgchunk.ownership import collect
 from pkgchunk.pkgdb import dpkg, rpm
 from pkgchunk.pkgdb.model import MAX_DB_FILES, MAX_DB_PATH_BYTES
+from pkgchunk.pkgdb.ownership import collect
 from pkgchunk.pkgdb.rpmheader import parse_package
 from pkgchunk.tree import FileTree
 from tests import debbuild

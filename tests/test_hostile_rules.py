@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pkgchunk.errors import RulesError
-from pkgchunk.rules import MAX_EVENTS, MAX_ITEMS, load_rules, parse_rules
+from pkgchunk.plan.rules import MAX_EVENTS, MAX_ITEMS, load_rules, parse_rules
 from tests.hostile import cli_env, fuzz_settings, layout_of, one_error_line, run_cli, within
 from tests.imagebuild import file
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from pkgchunk import flatten as flatten_mod
 from pkgchunk.errors import InputError
-from pkgchunk.flatten import MAX_DEVICE, flatten
+from pkgchunk.oci import flatten as flatten_mod
+from pkgchunk.oci.flatten import MAX_DEVICE, flatten
+from pkgchunk.oci.targuard import MAX_EXT_CHAIN, MAX_EXT_HEADER
 from pkgchunk.rechunk import rechunk
-from pkgchunk.targuard import MAX_EXT_CHAIN, MAX_EXT_HEADER
 from pkgchunk.tree import FileTree, encode_path
 from pkgchunk.verify import verify
 from tests.hostile import (

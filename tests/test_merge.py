@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from pkgchunk.cli import cli
 from pkgchunk.errors import InputError
-from pkgchunk.load import open_image, open_stack
+from pkgchunk.io import open_image, open_stack
 from pkgchunk.rechunk import rechunk_packages
 from pkgchunk.verify import verify
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import calendar
 
-from pkgchunk import mtimes
 from pkgchunk.pkgdb.model import Ownership, Package
+from pkgchunk.plan import mtimes
 from pkgchunk.tree import DataRef, Entry, FileTree
 
 #: 2023-01-01 UTC: directories of an image whose oldest payload is from 2023 clamp to it.

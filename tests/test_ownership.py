@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pkgchunk.errors import PkgdbError, PkgdbWarning
-from pkgchunk.ownership import PathMapper, collect, owned_paths
 from pkgchunk.pkgdb.model import Format, Package, PackageDb, PkgFile
+from pkgchunk.pkgdb.ownership import PathMapper, collect, owned_paths
 from pkgchunk.tree import DataRef, Entry, FileTree
 
 from .debbuild import hand_tree

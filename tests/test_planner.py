@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from pkgchunk.errors import RulesError
-from pkgchunk.frequency import probabilities
-from pkgchunk.groups import Group, build_groups
-from pkgchunk.ownership import collect
-from pkgchunk.planner import (
+from pkgchunk.pkgdb.ownership import collect
+from pkgchunk.plan.frequency import probabilities
+from pkgchunk.plan.groups import Group, build_groups
+from pkgchunk.plan.planner import (
     GroupHistory,
     Plan,
     PreviousLayer,
@@ -22,8 +22,8 @@ from pkgchunk.planner import (
     plan,
     to_layer_specs,
 )
-from pkgchunk.planrecord import decode, encode
-from pkgchunk.rules import load_rules
+from pkgchunk.plan.record import decode, encode
+from pkgchunk.plan.rules import load_rules
 from pkgchunk.tree import Entry, FileTree, encode_path
 
 from .helpers import shared_fixtures
@@ -375,8 +375,8 @@ def fgroup(key: str, kind: str = "package", pkgs: tuple[str, ...] = (), **kw: ob
 
 
 def test_changelog_rate_counts_distinct_days_relative_to_the_image() -> None:
-    from pkgchunk.frequency import WINDOW_YEARS, changelog_probability
     from pkgchunk.pkgdb.model import Package
+    from pkgchunk.plan.frequency import WINDOW_YEARS, changelog_probability
 
     def pk(name: str, times: list[int]) -> Package:
         return Package(name, "1", "x86_64", "src", changelog_times=tuple(times), db="rpm-sqlite")
@@ -400,8 +400,8 @@ def test_changelog_rate_counts_distinct_days_relative_to_the_image() -> None:
 
 
 def test_probabilities_combine_rules_kinds_and_history() -> None:
-    from pkgchunk.frequency import FIXED, UNKNOWN
     from pkgchunk.pkgdb.model import Package
+    from pkgchunk.plan.frequency import FIXED, UNKNOWN
 
     kernel = Package(
         "kernel-core", "6.8", "x86_64", "kernel", db="rpm-sqlite",

@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from pkgchunk.errors import RulesError
-from pkgchunk.groups import Group
-from pkgchunk.planner import Plan, plan
-from pkgchunk.planrecord import decode, encode
+from pkgchunk.plan.groups import Group
+from pkgchunk.plan.planner import Plan, plan
+from pkgchunk.plan.record import decode, encode
 
 from .test_planner import assert_docker_order
 

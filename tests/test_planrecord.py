@@ -7,9 +7,9 @@ import json
 import pytest
 
 from pkgchunk.errors import InputError
-from pkgchunk.groups import Group
-from pkgchunk.planner import GroupHistory, Plan, PreviousLayer, PreviousPlan, plan
-from pkgchunk.planrecord import (
+from pkgchunk.plan.groups import Group
+from pkgchunk.plan.planner import GroupHistory, Plan, PreviousLayer, PreviousPlan, plan
+from pkgchunk.plan.record import (
     HISTORY_CAP,
     LABEL,
     decode,
@@ -17,7 +17,7 @@ from pkgchunk.planrecord import (
     plan_image,
     previous_from_labels,
 )
-from pkgchunk.rules import parse_rules
+from pkgchunk.plan.rules import parse_rules
 
 from .test_groups import make_tree, ownership, pkg
 

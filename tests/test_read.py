@@ -12,9 +12,9 @@ import pytest
 
 from pkgchunk.errors import InputError
 from pkgchunk.image import Image
-from pkgchunk.load import open_image
+from pkgchunk.io import open_image
 from pkgchunk.oci.platform import host_arch
-from pkgchunk.rootfs import read_rootfs
+from pkgchunk.oci.rootfs import read_rootfs
 from tests.helpers import require_tool
 from tests.imagebuild import (
     Built,

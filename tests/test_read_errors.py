@@ -14,7 +14,7 @@ import pytest
 import zstandard
 
 from pkgchunk.errors import InputError
-from pkgchunk.load import open_image
+from pkgchunk.io import open_image
 from pkgchunk.oci.platform import host_arch
 from tests.imagebuild import (
     OCI_INDEX,

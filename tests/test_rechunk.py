@@ -15,11 +15,11 @@ from pkgchunk.demo import build_demo_image, run_demo
 from pkgchunk.errors import OutputError
 from pkgchunk.grouping import by_top_dir
 from pkgchunk.image import Image
+from pkgchunk.io import open_image
 from pkgchunk.layers import LayerSpec
-from pkgchunk.load import open_image
+from pkgchunk.oci.tarwrite import check_specs
 from pkgchunk.oci.write import WriteOptions
 from pkgchunk.rechunk import rechunk
-from pkgchunk.tarwrite import check_specs
 from pkgchunk.tree import encode_path
 from pkgchunk.verify import compare, verify
 from tests.imagebuild import build_image, summary, write_docker_archive

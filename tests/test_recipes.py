@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from pkgchunk.cli import cli
-from pkgchunk.planrecord import LABEL
+from pkgchunk.plan.record import LABEL
 
 from .debbuild import build_deb, install, new_root
 from .helpers import REPO, require_tool

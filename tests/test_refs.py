@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pkgchunk.errors import InputError, ToolMissingError
-from pkgchunk.load import default_max_bytes, open_image
+from pkgchunk.io import default_max_bytes, open_image
 from pkgchunk.refs import ImageRef, parse_ref
 
 

@@ -13,11 +13,11 @@ import pytest
 import zstandard
 
 import pkgchunk.oci.write as write_mod
-from pkgchunk.compress import LAYER_MEDIA_TYPES, HashingSink
-from pkgchunk.load import open_image
+from pkgchunk.io import open_image
 from pkgchunk.oci import reuse
+from pkgchunk.oci.compress import LAYER_MEDIA_TYPES, HashingSink
+from pkgchunk.oci.tarwrite import write_layer
 from pkgchunk.oci.write import ReusableBlob, WriteOptions, write_image
-from pkgchunk.tarwrite import write_layer
 from tests.helpers import require_tool
 from tests.writecases import make_source, sha256, split_specs
 

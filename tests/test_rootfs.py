@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from pkgchunk.errors import InputError
-from pkgchunk.load import open_image
+from pkgchunk.io import open_image
 from pkgchunk.oci.platform import host_arch
-from pkgchunk.rootfs import read_rootfs
+from pkgchunk.oci.rootfs import read_rootfs
 from pkgchunk.tree import encode_path
 
 

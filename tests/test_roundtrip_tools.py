@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pkgchunk.load import open_image
+from pkgchunk.io import open_image
 from pkgchunk.oci.write import WriteOptions
 from pkgchunk.rechunk import rechunk
 from pkgchunk.tree import FileTree, decode_path

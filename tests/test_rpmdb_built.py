@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from pkgchunk.oci.rootfs import read_rootfs
 from pkgchunk.pkgdb.model import PackageDb, PackageDbReader
 from pkgchunk.pkgdb.rpm import READERS
-from pkgchunk.rootfs import read_rootfs
 from pkgchunk.tree import FileTree
 from tests.rpmbuild import (
     SQLITE_DBPATH,

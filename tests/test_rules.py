@@ -8,7 +8,7 @@ import pytest
 
 from pkgchunk.errors import RulesError
 from pkgchunk.pkgdb.model import Ownership, Package, PackageDb
-from pkgchunk.rules import (
+from pkgchunk.plan.rules import (
     BucketRule,
     Glob,
     default_rules_for,

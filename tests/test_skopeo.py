@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pkgchunk import remote, skopeo
 from pkgchunk.cli import cli
 from pkgchunk.errors import InputError, OutputError, ToolMissingError
+from pkgchunk.io import open_image
 from pkgchunk.layers import LayerSpec
-from pkgchunk.load import open_image
 from pkgchunk.oci.write import write_image
-from pkgchunk.planrecord import LABEL
+from pkgchunk.plan.record import LABEL
 from pkgchunk.refs import parse_ref
-from pkgchunk.skopeo import TransportOptions, transport_options
+from pkgchunk.transport import remote, skopeo
+from pkgchunk.transport.skopeo import TransportOptions, transport_options
 from pkgchunk.tree import FileTree
 
 from .helpers import require_tool

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from pkgchunk.compress import HashingSink, check_level, compressor
 from pkgchunk.errors import InputError, OutputError
 from pkgchunk.layers import LayerSpec
-from pkgchunk.tarwrite import check_specs, members, write_layer
+from pkgchunk.oci.compress import HashingSink, check_level, compressor
+from pkgchunk.oci.tarwrite import check_specs, members, write_layer
 from pkgchunk.tree import Entry, FileTree, encode_path
 from tests.writecases import TreeBuilder
 

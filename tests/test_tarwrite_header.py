@@ -8,7 +8,7 @@ import tarfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pkgchunk.tarwrite import member_header, tarinfo
+from pkgchunk.oci.tarwrite import member_header, tarinfo
 from pkgchunk.tree import ENC, ERRORS, DataRef, Entry, encode_path
 
 _NAME_CHARS = st.characters(codec="utf-8", exclude_characters="/\0")

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from pkgchunk.cli import cli
-from pkgchunk.load import open_image
+from pkgchunk.io import open_image
 from pkgchunk.oci.write import WriteOptions, write_image
 from pkgchunk.tree import Entry, FileTree
 from pkgchunk.verify import Difference, compare, compare_config, verify

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from pkgchunk.compress import LAYER_MEDIA_TYPES, compressor
+from pkgchunk.io import open_image
 from pkgchunk.layers import LayerSpec
-from pkgchunk.load import open_image
+from pkgchunk.oci.compress import LAYER_MEDIA_TYPES, compressor
+from pkgchunk.oci.tarwrite import write_layer
 from pkgchunk.oci.write import LAYER_ANNOTATION, ReusableBlob, WriteOptions, write_image
-from pkgchunk.tarwrite import write_layer
 from pkgchunk.verify import compare
 from tests.imagebuild import summary
 from tests.writecases import CONFIG, decompress, files_under, make_source, sha256, split_specs

@@ -16,7 +16,7 @@ import pkgchunk.oci.write as write_mod
 from pkgchunk.cli import cli
 from pkgchunk.errors import OutputError, PkgchunkError, ToolMissingError
 from pkgchunk.image import Image
-from pkgchunk.load import open_image
+from pkgchunk.io import open_image
 from pkgchunk.oci.store import (
     CONFIG_MEDIA_TYPE,
     MANIFEST_MEDIA_TYPE,

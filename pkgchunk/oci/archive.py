@@ -13,9 +13,9 @@ import posixpath
 import shutil
 import tarfile
 
-from ..errors import InputError
-from ..targuard import GuardedTarInfo, HugeHeader
-from ..tree import MAX_SYMLINK_HOPS, normalize
+from pkgchunk.errors import InputError
+from pkgchunk.oci.targuard import GuardedTarInfo, HugeHeader
+from pkgchunk.tree import MAX_SYMLINK_HOPS, normalize
 
 _COPY_CHUNK = 1 << 20
 

@@ -15,9 +15,9 @@ import re
 import tarfile
 from collections.abc import Sequence
 
-from ..compress import Writable
-from ..errors import OutputError
-from .store import (
+from pkgchunk.errors import OutputError
+from pkgchunk.oci.compress import Writable
+from pkgchunk.oci.store import (
     INDEX_MEDIA_TYPE,
     LAYOUT_FILE,
     LAYOUT_VERSION,

@@ -10,7 +10,7 @@ import re
 import stat
 from typing import Any, BinaryIO
 
-from ..errors import InputError
+from pkgchunk.errors import InputError
 
 #: Largest manifest / index / config accepted (real ones are a few KiB).
 MAX_JSON_BYTES = 16 << 20

@@ -14,7 +14,7 @@ from typing import BinaryIO, Literal, Protocol
 
 import zstandard
 
-from ..errors import InputError
+from pkgchunk.errors import InputError
 
 Compression = Literal["gzip", "zstd", "tar"]
 

@@ -8,10 +8,10 @@ import os
 import re
 from typing import Any
 
-from ..errors import InputError
-from .archive import Unpacked
-from .blobs import MAX_JSON_BYTES, parse_json
-from .spool import LayerBlob
+from pkgchunk.errors import InputError
+from pkgchunk.oci.archive import Unpacked
+from pkgchunk.oci.blobs import MAX_JSON_BYTES, parse_json
+from pkgchunk.oci.spool import LayerBlob
 
 _HEX_NAME = re.compile(r"(?:^|/)(?:blobs/sha256/)?([0-9a-f]{64})(?:\.json)?$")
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"

@@ -16,16 +16,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import progress
-from ..errors import InputError
-from ..flatten import flatten
-from ..image import Image, LayerInfo
-from ..refs import ImageRef
-from .archive import unpack
-from .blobs import parse_digest, parse_json, read_verified
-from .dockerarchive import read_docker_archive
-from .readlayout import Layout, select_manifest
-from .spool import Budget, LayerBlob, spool
+from pkgchunk import progress
+from pkgchunk.errors import InputError
+from pkgchunk.image import Image, LayerInfo
+from pkgchunk.oci.archive import unpack
+from pkgchunk.oci.blobs import parse_digest, parse_json, read_verified
+from pkgchunk.oci.dockerarchive import read_docker_archive
+from pkgchunk.oci.flatten import flatten
+from pkgchunk.oci.readlayout import Layout, select_manifest
+from pkgchunk.oci.spool import Budget, LayerBlob, spool
+from pkgchunk.refs import ImageRef
 
 #: Layers one image may have. Runtimes stop far below (overlayfs: ~128 lower dirs), and
 #: this is also the most layers pkgchunk writes, so any image it reads it can write back.

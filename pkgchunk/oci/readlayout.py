@@ -6,9 +6,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import InputError
-from .blobs import parse_digest, parse_json, read_json_file, read_verified
-from .platform import host_arch, host_variant
+from pkgchunk.errors import InputError
+from pkgchunk.oci.blobs import parse_digest, parse_json, read_json_file, read_verified
+from pkgchunk.oci.platform import host_arch, host_variant
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -16,11 +16,11 @@ import hashlib
 import threading
 from collections.abc import Iterable
 
-from ..errors import PkgchunkError
-from ..tarwrite import write_layer
-from ..tree import FileTree
-from .blobs import open_blob
-from .decompress import decompressed, detect
+from pkgchunk.errors import PkgchunkError
+from pkgchunk.oci.blobs import open_blob
+from pkgchunk.oci.decompress import decompressed, detect
+from pkgchunk.oci.tarwrite import write_layer
+from pkgchunk.tree import FileTree
 
 #: Uncompressed bytes compared; a layer tar's first 64 KiB hold dozens of member headers.
 PREFIX = 64 << 10

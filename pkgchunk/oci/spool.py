@@ -13,10 +13,10 @@ import threading
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..errors import InputError
-from ..image import LayerInfo
-from .blobs import CHUNK, HashingReader, check_digest, open_blob, parse_digest
-from .decompress import check_zstd_frames, decompressed, detect
+from pkgchunk.errors import InputError
+from pkgchunk.image import LayerInfo
+from pkgchunk.oci.blobs import CHUNK, HashingReader, check_digest, open_blob, parse_digest
+from pkgchunk.oci.decompress import check_zstd_frames, decompressed, detect
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from ..compress import copy_hashing
-from ..errors import OutputError
+from pkgchunk.errors import OutputError
+from pkgchunk.oci.compress import copy_hashing
 
 LAYOUT_FILE = "oci-layout"
 LAYOUT_VERSION = "1.0.0"

@@ -21,8 +21,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from .. import progress
-from ..compress import (
+from pkgchunk import progress
+from pkgchunk.errors import OutputError
+from pkgchunk.layers import LayerSpec
+from pkgchunk.oci import reuse
+from pkgchunk.oci.archivewrite import archive_members, docker_repo_tag, pack
+from pkgchunk.oci.compress import (
     LAYER_MEDIA_TYPES,
     Compression,
     HashingSink,
@@ -30,14 +34,7 @@ from ..compress import (
     check_level,
     compressor,
 )
-from ..errors import OutputError
-from ..layers import LayerSpec
-from ..refs import ImageRef, parse_ref
-from ..tarwrite import check_specs, write_layer
-from ..tree import FileTree
-from . import reuse
-from .archivewrite import archive_members, docker_repo_tag, pack
-from .store import (
+from pkgchunk.oci.store import (
     CONFIG_MEDIA_TYPE,
     FILE_MODE,
     MANIFEST_MEDIA_TYPE,
@@ -49,6 +46,9 @@ from .store import (
     read_index,
     remove_new_layout,
 )
+from pkgchunk.oci.tarwrite import check_specs, write_layer
+from pkgchunk.refs import ImageRef, parse_ref
+from pkgchunk.tree import FileTree
 
 #: The layer descriptor annotation naming the LayerSpec a layer was written from.
 LAYER_ANNOTATION = "org.pkgchunk.layer"
@@ -114,7 +114,9 @@ def write_image(
     ref = parse_ref(dest, output=True) if isinstance(dest, str) else dest
     label = str(ref)
     if ref.transport in ("containers-storage", "docker"):
-        from ..skopeo import write_remote  # through a temporary layout and skopeo copy
+        from pkgchunk.transport.skopeo import (
+            write_remote,  # through a temporary layout and skopeo copy
+        )
 
         return write_remote(tree, config, specs, ref, opts)
     if ref.transport not in WRITABLE_TRANSPORTS:

@@ -20,7 +20,7 @@ import struct
 from collections.abc import Iterator
 from typing import BinaryIO, NoReturn
 
-from ..errors import PkgdbError
+from pkgchunk.errors import PkgdbError
 
 HASH_MAGIC = 0x061561
 BTREE_MAGIC = 0x053162

@@ -19,8 +19,8 @@ import zlib
 from email.utils import parsedate_tz
 from typing import BinaryIO
 
-from ..errors import PkgchunkError, PkgdbWarning
-from ..tree import FileTree
+from pkgchunk.errors import PkgchunkError, PkgdbWarning
+from pkgchunk.tree import FileTree
 
 #: Decompressed bytes read from one changelog (old entries beyond this are ignored).
 MAX_BYTES = 2 << 20

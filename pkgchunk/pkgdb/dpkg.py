@@ -21,10 +21,9 @@ from dataclasses import dataclass
 
 from debian.deb822 import Deb822
 
-from ..errors import PkgchunkError, PkgdbError, PkgdbWarning
-from ..tree import FileTree, decode_path, parent
-from .changelog import package_times
-from .model import (
+from pkgchunk.errors import PkgchunkError, PkgdbError, PkgdbWarning
+from pkgchunk.pkgdb.changelog import package_times
+from pkgchunk.pkgdb.model import (
     FLAG_CONFIG,
     MAX_DB_FILES,
     MAX_DB_PATH_BYTES,
@@ -34,6 +33,7 @@ from .model import (
     PackageDbReader,
     PkgFile,
 )
+from pkgchunk.tree import FileTree, decode_path, parent
 
 ADMINDIR = "var/lib/dpkg"
 

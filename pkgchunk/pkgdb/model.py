@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from ..tree import FileTree
+from pkgchunk.tree import FileTree
 
 Format = Literal["rpm-sqlite", "rpm-bdb", "rpm-ndb", "dpkg", "dpkg-status.d"]
 

@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Iterator
 from typing import BinaryIO, NoReturn
 
-from ..errors import PkgdbError
+from pkgchunk.errors import PkgdbError
 
 MAGIC = b"RpmP"
 SLOT_MAGIC = b"Slot"

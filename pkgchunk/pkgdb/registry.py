@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from .model import PackageDbReader
+from pkgchunk.pkgdb.model import PackageDbReader
 
 
 def readers() -> list[PackageDbReader]:
-    from . import dpkg, rpm
+    from pkgchunk.pkgdb import dpkg, rpm
 
     return [*rpm.READERS, *dpkg.READERS]

@@ -18,11 +18,11 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import PkgdbError
-from ..tree import FileTree, join, parent
-from . import bdb, ndb
-from .model import MAX_DB_FILES, MAX_DB_PATH_BYTES, Format, PackageDb, PackageDbReader
-from .rpmheader import parse_package
+from pkgchunk.errors import PkgdbError
+from pkgchunk.pkgdb import bdb, ndb
+from pkgchunk.pkgdb.model import MAX_DB_FILES, MAX_DB_PATH_BYTES, Format, PackageDb, PackageDbReader
+from pkgchunk.pkgdb.rpmheader import parse_package
+from pkgchunk.tree import FileTree, join, parent
 
 #: Directories rpm keeps its database in: Fedora 36+/SUSE, classic, rpm-ostree.
 DB_DIRS = ("usr/lib/sysimage/rpm", "var/lib/rpm", "usr/share/rpm")

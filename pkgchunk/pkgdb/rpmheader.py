@@ -23,8 +23,8 @@ import struct
 from dataclasses import dataclass
 from typing import NoReturn
 
-from ..errors import PkgdbError
-from .model import MAX_DB_FILES, MAX_DB_PATH_BYTES, Package, PkgFile
+from pkgchunk.errors import PkgdbError
+from pkgchunk.pkgdb.model import MAX_DB_FILES, MAX_DB_PATH_BYTES, Package, PkgFile
 
 # rpm's own sanity limits on a header (hdrchkTags / hdrchkData).
 MAX_ENTRIES = 0xFFFF

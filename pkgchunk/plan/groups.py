@@ -35,9 +35,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from .pkgdb.model import Ownership, Package
-from .rules import BucketRule, Frequency, Glob, GroupRule, Rules
-from .tree import Entry, FileTree, encode_path, parent
+from pkgchunk.pkgdb.model import Ownership, Package
+from pkgchunk.plan.rules import BucketRule, Frequency, Glob, GroupRule, Rules
+from pkgchunk.tree import Entry, FileTree, encode_path, parent
 
 GroupKind = Literal["package", "bucket", "bigfile", "pkgdb"]
 #: Where derived files go: with their origin, or all in one ``derived`` group.

@@ -14,10 +14,10 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 
-from .errors import PkgdbError, PkgdbWarning
-from .pkgdb import registry
-from .pkgdb.model import Ownership, Package, PackageDb, PackageDbReader
-from .tree import FileTree, normalize
+from pkgchunk.errors import PkgdbError, PkgdbWarning
+from pkgchunk.pkgdb import registry
+from pkgchunk.pkgdb.model import Ownership, Package, PackageDb, PackageDbReader
+from pkgchunk.tree import FileTree, normalize
 
 
 class PathMapper:

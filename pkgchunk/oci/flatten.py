@@ -16,9 +16,9 @@ import tarfile
 import urllib.parse
 from collections.abc import Iterable
 
-from .errors import InputError
-from .targuard import GuardedTarInfo, HugeHeader
-from .tree import (
+from pkgchunk.errors import InputError
+from pkgchunk.oci.targuard import GuardedTarInfo, HugeHeader
+from pkgchunk.tree import (
     PATH_MAX,
     DataRef,
     Entry,

@@ -14,12 +14,12 @@ import os
 import re
 from typing import TYPE_CHECKING
 
-from .errors import InputError
-from .refs import ImageRef
-from .skopeo import Side, auth_args, by_digest, run, skopeo_name, tool
+from pkgchunk.errors import InputError
+from pkgchunk.refs import ImageRef
+from pkgchunk.transport.skopeo import Side, auth_args, by_digest, run, skopeo_name, tool
 
 if TYPE_CHECKING:
-    from .oci.read import Source
+    from pkgchunk.oci.read import Source
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,9 @@ def inspect_source(ref: ImageRef, workdir: str, side: Side = "src") -> Source:
     The two documents are laid out as a minimal OCI layout under ``workdir`` and read by
     the layout reader, so they pass the same checks as a local image.
     """
-    from .oci.blobs import parse_json
-    from .oci.read import read_source
-    from .oci.readlayout import INDEX_TYPES, _pick_platform
+    from pkgchunk.oci.blobs import parse_json
+    from pkgchunk.oci.read import read_source
+    from pkgchunk.oci.readlayout import INDEX_TYPES, _pick_platform
 
     label = str(ref)
     name = skopeo_name(ref)

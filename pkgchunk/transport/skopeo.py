@@ -8,10 +8,10 @@ skopeo and podman configuration says, and pkgchunk never speaks HTTP or touches 
 store's on-disk format.
 
 ``containers-storage:`` input can instead be read in place through ``podman image
-mount`` (``TransportOptions.mount``, :mod:`pkgchunk.podman`): no copy and no
+mount`` (``TransportOptions.mount``, :mod:`pkgchunk.transport.podman`): no copy and no
 decompression, at the price of needing podman and root (or ``podman unshare``). What
 only needs manifests (``diff``, a previous build) uses ``skopeo inspect``
-(:mod:`pkgchunk.remote`).
+(:mod:`pkgchunk.transport.remote`).
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import progress
-from .errors import InputError, OutputError, PkgchunkError, ToolMissingError
-from .image import Image
-from .refs import REMOTE_TRANSPORTS, ImageRef
+from pkgchunk import progress
+from pkgchunk.errors import InputError, OutputError, PkgchunkError, ToolMissingError
+from pkgchunk.image import Image
+from pkgchunk.refs import REMOTE_TRANSPORTS, ImageRef
 
 if TYPE_CHECKING:
-    from .layers import LayerSpec
-    from .oci.write import WriteOptions, WriteResult
-    from .tree import FileTree
+    from pkgchunk.layers import LayerSpec
+    from pkgchunk.oci.write import WriteOptions, WriteResult
+    from pkgchunk.tree import FileTree
 
 log = logging.getLogger(__name__)
 
@@ -286,10 +286,10 @@ def fetch(ref: ImageRef, workdir: str) -> ImageRef:
 
 def open_remote(ref: ImageRef, *, max_bytes: int) -> Image:
     """A flattened Image of a ``containers-storage:`` or ``docker://`` reference."""
-    from .oci.read import read_image
+    from pkgchunk.oci.read import read_image
 
     if ref.transport == "containers-storage" and current().mount:
-        from .podman import mount_image
+        from pkgchunk.transport.podman import mount_image
 
         return mount_image(ref)
     workdir = tempfile.mkdtemp(prefix="pkgchunk-fetch-")
@@ -316,7 +316,7 @@ def write_remote(
     opts: WriteOptions,
 ) -> WriteResult:
     """Write an OCI layout in a temporary directory, then ``skopeo copy`` it to ``ref``."""
-    from .oci.write import write_image
+    from pkgchunk.oci.write import write_image
 
     label = str(ref)
     skopeo = tool("skopeo", f"{label}: writing {ref.transport}: images")

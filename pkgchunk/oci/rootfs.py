@@ -12,11 +12,11 @@ import os
 import stat
 from typing import Any
 
-from .errors import InputError
-from .flatten import canonical_links
-from .image import Image
-from .oci.platform import host_arch
-from .tree import DataRef, Entry, FileTree, Kind, decode_path
+from pkgchunk.errors import InputError
+from pkgchunk.image import Image
+from pkgchunk.oci.flatten import canonical_links
+from pkgchunk.oci.platform import host_arch
+from pkgchunk.tree import DataRef, Entry, FileTree, Kind, decode_path
 
 #: Errors that only mean "this filesystem has no xattrs here".
 _NO_XATTR = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.ENOENT}

@@ -32,9 +32,9 @@ import datetime
 from collections.abc import Mapping
 from typing import Literal
 
-from .groups import derived_owners
-from .pkgdb.model import Ownership
-from .tree import Entry, FileTree
+from pkgchunk.pkgdb.model import Ownership
+from pkgchunk.plan.groups import derived_owners
+from pkgchunk.tree import Entry, FileTree
 
 Policy = Literal["clamp", "keep"]
 

@@ -15,10 +15,10 @@ import posixpath
 import tarfile
 from collections.abc import Iterable, Sequence
 
-from .compress import Writable
-from .errors import InputError, OutputError
-from .layers import LayerSpec
-from .tree import ENC, ERRORS, Entry, FileTree, encode_path, parent
+from pkgchunk.errors import InputError, OutputError
+from pkgchunk.layers import LayerSpec
+from pkgchunk.oci.compress import Writable
+from pkgchunk.tree import ENC, ERRORS, Entry, FileTree, encode_path, parent
 
 WHITEOUT_PREFIX = ".wh."
 

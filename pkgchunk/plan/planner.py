@@ -26,10 +26,10 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .errors import RulesError
-from .groups import Group
-from .layers import LayerSpec
-from .tree import encode_path
+from pkgchunk.errors import RulesError
+from pkgchunk.layers import LayerSpec
+from pkgchunk.plan.groups import Group
+from pkgchunk.tree import encode_path
 
 #: Splits that save less than this many expected bytes per update are not worth a layer.
 DEFAULT_MIN_GAIN = 64 << 10

@@ -8,11 +8,11 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 
-from . import progress
-from .errors import InputError
-from .image import Image
-from .refs import REMOTE_TRANSPORTS, ImageRef, parse_ref
-from .rootfs import read_rootfs
+from pkgchunk import progress
+from pkgchunk.errors import InputError
+from pkgchunk.image import Image
+from pkgchunk.oci.rootfs import read_rootfs
+from pkgchunk.refs import REMOTE_TRANSPORTS, ImageRef, parse_ref
 
 #: Default bound on the uncompressed size of all layers (a decompression-bomb guard).
 DEFAULT_MAX_BYTES = 64 << 30
@@ -36,7 +36,8 @@ def default_max_bytes() -> int:
 def open_image(ref: str | ImageRef, *, max_bytes: int | None = None) -> Image:
     """Read and flatten an image; the caller closes it (it owns a temp dir of spooled layers).
 
-    ``containers-storage:`` and ``docker://`` go through skopeo (see :mod:`pkgchunk.skopeo`).
+    ``containers-storage:`` and ``docker://`` go through skopeo
+    (see :mod:`pkgchunk.transport.skopeo`).
     """
     image_ref = parse_ref(ref) if isinstance(ref, str) else ref
     limit = default_max_bytes() if max_bytes is None else max_bytes
@@ -44,11 +45,11 @@ def open_image(ref: str | ImageRef, *, max_bytes: int | None = None) -> Image:
         with progress.step(f"reading {image_ref}"):
             return read_rootfs(image_ref.path, ref=str(image_ref))
     if image_ref.transport in REMOTE_TRANSPORTS:
-        from .skopeo import open_remote
+        from pkgchunk.transport.skopeo import open_remote
 
         with progress.step(f"reading {image_ref}"):
             return open_remote(image_ref, max_bytes=limit)
-    from .oci.read import read_image
+    from pkgchunk.oci.read import read_image
 
     with progress.step(f"reading {image_ref}"):
         return read_image(image_ref, max_bytes=limit)
@@ -68,14 +69,14 @@ def open_stack(refs: Sequence[str | ImageRef], *, max_bytes: int | None = None) 
             raise InputError(f"{r}: a rootfs cannot be stacked with other images; make it an"
                              " image first (pkgchunk rechunk rootfs:DIR oci:DIR:TAG)")
     limit = default_max_bytes() if max_bytes is None else max_bytes
-    from .oci.read import read_stack
+    from pkgchunk.oci.read import read_stack
 
     cleanups: list[Callable[[], None]] = []
     try:
         local = []
         for r in parsed:
             if r.transport in REMOTE_TRANSPORTS:
-                from .skopeo import fetch
+                from pkgchunk.transport.skopeo import fetch
 
                 workdir = tempfile.mkdtemp(prefix="pkgchunk-fetch-")
                 cleanups.append(functools.partial(shutil.rmtree, workdir, ignore_errors=True))

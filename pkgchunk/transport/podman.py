@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import os
 
-from .errors import InputError
-from .image import Image
-from .refs import ImageRef
-from .skopeo import Store, parse_store, run, skopeo_name, tool
+from pkgchunk.errors import InputError
+from pkgchunk.image import Image
+from pkgchunk.refs import ImageRef
+from pkgchunk.transport.skopeo import Store, parse_store, run, skopeo_name, tool
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,8 @@ def _podman_args(store: Store) -> list[str]:
 
 def mount_image(ref: ImageRef) -> Image:
     """Read a containers-storage image in place through ``podman image mount``."""
-    from .oci.blobs import parse_json
-    from .rootfs import read_rootfs
+    from pkgchunk.oci.blobs import parse_json
+    from pkgchunk.oci.rootfs import read_rootfs
 
     label = str(ref)
     podman = tool("podman", f"{label}: --mount")

@@ -22,14 +22,14 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from . import frequency, planner
-from .errors import InputError
-from .groups import DerivedMode, Group, build_groups
-from .layers import LayerSpec
-from .pkgdb.model import Ownership
-from .planner import GroupHistory, Plan, PreviousLayer, PreviousPlan
-from .rules import Rules
-from .tree import FileTree
+from pkgchunk.errors import InputError
+from pkgchunk.layers import LayerSpec
+from pkgchunk.pkgdb.model import Ownership
+from pkgchunk.plan import frequency, planner
+from pkgchunk.plan.groups import DerivedMode, Group, build_groups
+from pkgchunk.plan.planner import GroupHistory, Plan, PreviousLayer, PreviousPlan
+from pkgchunk.plan.rules import Rules
+from pkgchunk.tree import FileTree
 
 LABEL = "org.pkgchunk.plan"
 FORMAT_VERSION = 1

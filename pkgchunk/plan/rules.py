@@ -21,9 +21,9 @@ from typing import Literal, cast
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .errors import RulesError
-from .oci.blobs import open_blob
-from .pkgdb.model import Ownership
+from pkgchunk.errors import RulesError
+from pkgchunk.oci.blobs import open_blob
+from pkgchunk.pkgdb.model import Ownership
 
 Frequency = Literal["high", "medium", "low"]
 GroupBy = Literal["source", "name"]
@@ -433,12 +433,12 @@ def _decode(raw: bytes, source: str) -> str:
 def _shipped_dirs() -> list[Path]:
     """Where shipped rules live: the repo's ``rules/`` in a source checkout, else the
     copy setuptools installs as package data (``pkgchunk/rules_data``)."""
-    here = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent
     out: list[Path] = []
-    repo = here.parent
+    repo = package.parent
     if (repo / "pyproject.toml").is_file() and (repo / "rules").is_dir():
         out.append(repo / "rules")
-    out.append(here / "rules_data")
+    out.append(package / "rules_data")
     return out
 
 
