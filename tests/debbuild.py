@@ -13,8 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pkgchunk.tree import DataRef, Entry, FileTree, ancestors
-
-from .helpers import require_tool
+from tests.helpers import require_tool
 
 
 def build_deb(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import require_tool
+from tests.helpers import require_tool
 
 _ACCESS = re.compile(r'"GET /v2/([^ ]+)/blobs/(sha256:[0-9a-f]{64}) HTTP/[0-9.]+" (\d{3}) (\d+)')
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from .helpers import REPO
-from .imagebuild import build_image, file, write_layout
-from .versions import demo_versions
+from tests.helpers import REPO
+from tests.imagebuild import build_image, file, write_layout
+from tests.versions import demo_versions
 
 DOCS = REPO / "docs" / "json.md"
 _TYPES: dict[str, tuple[type, ...]] = {

@@ -20,8 +20,7 @@ from pkgchunk.errors import InputError
 from pkgchunk.io import open_image, open_stack
 from pkgchunk.rechunk import rechunk_packages
 from pkgchunk.verify import verify
-
-from .imagebuild import (
+from tests.imagebuild import (
     Layer,
     build_image,
     directory,
@@ -33,7 +32,7 @@ from .imagebuild import (
     whiteout,
     write_layout,
 )
-from .versions import demo_versions
+from tests.versions import demo_versions
 
 A_LAYERS = [
     Layer([

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from . import debbuild
+from tests import debbuild
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -16,8 +16,7 @@ from pkgchunk.cli import cli
 from pkgchunk.diff import diff
 from pkgchunk.rechunk import PlanOptions, RechunkResult, plan_only, rechunk_packages
 from pkgchunk.verify import verify
-
-from .debbuild import build_deb, install, new_root
+from tests.debbuild import build_deb, install, new_root
 
 #: source -> binary packages, with the payload size of each (incompressible bytes).
 PACKAGES = {

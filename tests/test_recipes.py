@@ -32,11 +32,10 @@ import yaml
 
 from pkgchunk.cli import cli
 from pkgchunk.plan.record import LABEL
-
-from .debbuild import build_deb, install, new_root
-from .helpers import REPO, require_tool
-from .registry import Registry, running_registry
-from .versions import demo_versions, fedora_root
+from tests.debbuild import build_deb, install, new_root
+from tests.helpers import REPO, require_tool
+from tests.registry import Registry, running_registry
+from tests.versions import demo_versions, fedora_root
 
 USAGE = REPO / "docs" / "usage.md"
 PLACEHOLDER = "registry.example.com"

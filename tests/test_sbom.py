@@ -15,9 +15,8 @@ from click.testing import CliRunner
 from pkgchunk.cli import cli
 from pkgchunk.pkgdb.model import Package
 from pkgchunk.sbom import purl
-
-from .helpers import REQUIRE_TOOLS
-from .versions import demo_versions, fedora_root
+from tests.helpers import REQUIRE_TOOLS
+from tests.versions import demo_versions, fedora_root
 
 EPOCH = "1720000000"
 _PURL = re.compile(r"pkg:(deb|rpm)/(?:([^/]+)/)?([^@/]+)@([^?]+)(?:\?(.*))?")

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pkgchunk.demo import build_demo_image
-
-from .helpers import require_tool
+from tests.helpers import require_tool
 
 
 def _put(blobs: Path, data: bytes) -> dict[str, object]:
@@ -120,7 +119,7 @@ def temp_store(tmp: Path) -> Iterator[TempStore]:
 def fedora_root(tmp: Path) -> Path:
     """A Fedora-like root: real RPMs installed by the real rpm into a sqlite rpmdb, and an
     os-release saying Fedora 40 (what a bootc base image looks like to the readers)."""
-    from .rpmbuild import SQLITE_DBPATH, build_rpms, rpm_cmd
+    from tests.rpmbuild import SQLITE_DBPATH, build_rpms, rpm_cmd
 
     work = tmp / "rpmwork"
     work.mkdir()

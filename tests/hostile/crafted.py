@@ -37,7 +37,7 @@ from tests.imagebuild import (
     write_layout,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 END = b"\0" * 1024
 #: Environment variable for the number of examples of each fuzz test (CI keeps it small).
 FUZZ_ENV = "PKGCHUNK_FUZZ_EXAMPLES"

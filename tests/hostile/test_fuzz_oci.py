@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from pkgchunk.errors import InputError
 from pkgchunk.io import open_image
-from tests.hostile import fuzz_settings, within
+from tests.hostile.crafted import fuzz_settings, within
 from tests.imagebuild import (
     OCI_INDEX,
     Layer,

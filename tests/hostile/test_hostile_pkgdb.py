@@ -20,10 +20,10 @@ from pkgchunk.pkgdb.ownership import collect
 from pkgchunk.pkgdb.rpmheader import parse_package
 from pkgchunk.tree import FileTree
 from tests import debbuild
-from tests.hostile import cli_env, layout_of, one_error_line, run_cli, tree_files, within
+from tests.hostile.crafted import cli_env, layout_of, one_error_line, run_cli, tree_files, within
 from tests.imagebuild import directory, file, symlink
+from tests.pkgdb.test_rpmdb_corrupt import BDB_DAMAGE, NDB_DAMAGE, good_header
 from tests.rpmbuild import make_header, make_tree, write_bdb, write_ndb
-from tests.test_rpmdb_corrupt import BDB_DAMAGE, NDB_DAMAGE, good_header
 
 MiB = 1 << 20
 

@@ -13,9 +13,8 @@ import pytest
 from pkgchunk.pkgdb.model import Ownership
 from pkgchunk.pkgdb.ownership import collect
 from pkgchunk.tree import FileTree
-
-from .debbuild import admindir_files, hand_tree
-from .helpers import shared_fixtures
+from tests.debbuild import admindir_files, hand_tree
+from tests.helpers import shared_fixtures
 
 BOOKWORM = ["debian-12-bookworm-minbase", "debian-12-bookworm-minbase-no-security"]
 #: Top-level directories that are symlinks into /usr on a merged-/usr system.

@@ -19,7 +19,7 @@ from pkgchunk.plan.rules import (
     shipped_rules,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def where(text: str, needle: str, nth: int = 0) -> str:

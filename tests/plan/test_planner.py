@@ -25,9 +25,8 @@ from pkgchunk.plan.planner import (
 from pkgchunk.plan.record import decode, encode
 from pkgchunk.plan.rules import load_rules
 from pkgchunk.tree import Entry, FileTree, encode_path
-
-from .helpers import shared_fixtures
-from .test_groups import debian_tree
+from tests.helpers import shared_fixtures
+from tests.plan.test_groups import debian_tree
 
 MB = 1 << 20
 

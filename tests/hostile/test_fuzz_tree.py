@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pkgchunk.tree import Entry, FileTree, ancestors
-from tests.hostile import fuzz_settings
+from tests.hostile.crafted import fuzz_settings
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chroot needs root")
 

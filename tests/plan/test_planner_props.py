@@ -12,8 +12,7 @@ from pkgchunk.errors import RulesError
 from pkgchunk.plan.groups import Group
 from pkgchunk.plan.planner import Plan, plan
 from pkgchunk.plan.record import decode, encode
-
-from .test_planner import assert_docker_order
+from tests.plan.test_planner import assert_docker_order
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -15,9 +15,8 @@ from pkgchunk.errors import PkgdbError, PkgdbWarning
 from pkgchunk.pkgdb.model import Format, Package, PackageDb, PkgFile
 from pkgchunk.pkgdb.ownership import PathMapper, collect, owned_paths
 from pkgchunk.tree import DataRef, Entry, FileTree
-
-from .debbuild import hand_tree
-from .helpers import shared_fixtures
+from tests.debbuild import hand_tree
+from tests.helpers import shared_fixtures
 
 NULL = Path(os.devnull)
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from pkgchunk.errors import RulesError
 from pkgchunk.plan.rules import MAX_EVENTS, MAX_ITEMS, load_rules, parse_rules
-from tests.hostile import cli_env, fuzz_settings, layout_of, one_error_line, run_cli, within
+from tests.hostile.crafted import cli_env, fuzz_settings, layout_of, one_error_line, run_cli, within
 from tests.imagebuild import file
 
 

@@ -17,9 +17,8 @@ from pkgchunk.errors import PkgdbError
 from pkgchunk.pkgdb import registry
 from pkgchunk.pkgdb.model import Format, PackageDbReader
 from pkgchunk.tree import FileTree
-
-from .debbuild import admindir_files, hand_tree
-from .helpers import shared_fixtures
+from tests.debbuild import admindir_files, hand_tree
+from tests.helpers import shared_fixtures
 
 READERS = registry.readers()
 IDS = [r.format for r in READERS]

@@ -24,9 +24,8 @@ from pkgchunk.refs import parse_ref
 from pkgchunk.transport import remote, skopeo
 from pkgchunk.transport.skopeo import TransportOptions, transport_options
 from pkgchunk.tree import FileTree
-
-from .helpers import require_tool
-from .versions import TempStore, demo_versions, temp_store
+from tests.helpers import require_tool
+from tests.versions import TempStore, demo_versions, temp_store
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -183,7 +182,7 @@ def test_unwritable_store_is_an_output_error(versions: tuple[str, str], tmp_path
 def test_stacking_a_stored_image_leaves_no_temporary_files(
     versions: tuple[str, str], store: TempStore, tmp_path: Path
 ) -> None:
-    from .imagebuild import build_image, file, write_layout
+    from tests.imagebuild import build_image, file, write_layout
 
     v1, _ = versions
     stored = "containers-storage:localhost/demo:base"

@@ -23,7 +23,7 @@ import pytest
 
 from pkgchunk.io import open_image
 from pkgchunk.verify import verify
-from tests.hostile import busy_source, cli_env, layout_problems, layout_tags, run_cli
+from tests.hostile.crafted import busy_source, cli_env, layout_problems, layout_tags, run_cli
 
 #: Runs the CLI after arranging to SIGKILL itself at POINT (argv[1]).
 DRIVER = r"""

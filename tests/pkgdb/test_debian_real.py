@@ -17,9 +17,8 @@ import pytest
 
 from pkgchunk.oci.rootfs import read_rootfs
 from pkgchunk.pkgdb.ownership import collect
-
-from . import debbuild
-from .helpers import require_tool
+from tests import debbuild
+from tests.helpers import require_tool
 
 MIRROR = "http://deb.debian.org/debian"
 

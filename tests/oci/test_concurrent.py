@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile import busy_source, cli_env, layout_problems, layout_tags, run_cli
+from tests.hostile.crafted import busy_source, cli_env, layout_problems, layout_tags, run_cli
 
 CLI = [sys.executable, "-c", "from pkgchunk.cli import main; main()"]
 

@@ -25,7 +25,7 @@ from pkgchunk.oci.spool import Budget, LayerBlob, spool
 from pkgchunk.oci.tarwrite import check_specs, write_layer
 from pkgchunk.tree import FileTree, ancestors, normalize
 from pkgchunk.verify import compare
-from tests.hostile import ext_header, fuzz_settings, member, pax_record, tree_files, within
+from tests.hostile.crafted import ext_header, fuzz_settings, member, pax_record, tree_files, within
 
 COMPONENTS = ["a", "b", "c", "..", ".", "", ".wh.a", ".wh..wh..opq", ".wh..wh.plnk",
               "caf\udce9", "x y", "\n", "d" * 300]

@@ -17,8 +17,7 @@ from pkgchunk.io import open_image
 from pkgchunk.plan import mtimes
 from pkgchunk.rechunk import PlanOptions, RechunkResult, rechunk_packages
 from pkgchunk.verify import verify
-
-from .debbuild import build_deb, install, new_root
+from tests.debbuild import build_deb, install, new_root
 
 
 def _t(year: int, month: int) -> int:

@@ -24,9 +24,9 @@ from pkgchunk.pkgdb.changelog import package_times, parse_times
 from pkgchunk.pkgdb.rpmheader import parse_package
 from pkgchunk.tree import FileTree
 from tests import debbuild
-from tests.hostile import fuzz_settings, within
+from tests.hostile.crafted import fuzz_settings, within
+from tests.pkgdb.test_rpmdb_corrupt import good_header
 from tests.rpmbuild import make_header, write_bdb, write_ndb
-from tests.test_rpmdb_corrupt import good_header
 
 WHERE = "img: Packages: package 1"
 TAGS = [61, 62, 63, 1000, 1001, 1002, 1003, 1009, 1022, 1027, 1028, 1030, 1035, 1037, 1044,

@@ -19,7 +19,7 @@ import zstandard
 from pkgchunk.errors import InputError
 from pkgchunk.io import open_image
 from pkgchunk.oci.read import MAX_LAYERS
-from tests.hostile import (
+from tests.hostile.crafted import (
     bomb_tar_prefix,
     cli_env,
     gzip_bomb,

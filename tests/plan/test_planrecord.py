@@ -18,8 +18,7 @@ from pkgchunk.plan.record import (
     previous_from_labels,
 )
 from pkgchunk.plan.rules import parse_rules
-
-from .test_groups import make_tree, ownership, pkg
+from tests.plan.test_groups import make_tree, ownership, pkg
 
 
 def grp(key: str, version: str, nbytes: int = 1000) -> Group:

@@ -20,7 +20,7 @@ from pkgchunk.oci.targuard import MAX_EXT_CHAIN, MAX_EXT_HEADER
 from pkgchunk.rechunk import rechunk
 from pkgchunk.tree import FileTree, encode_path
 from pkgchunk.verify import verify
-from tests.hostile import (
+from tests.hostile.crafted import (
     END,
     ext_header,
     gnu_number_header,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile import (
+from tests.hostile.crafted import (
     busy_source,
     cli_env,
     layout_problems,

@@ -20,9 +20,8 @@ from pkgchunk.pkgdb.changelog import parse_times
 from pkgchunk.pkgdb.model import FLAG_CONFIG, Ownership
 from pkgchunk.pkgdb.ownership import collect
 from pkgchunk.tree import FileTree
-
-from . import debbuild
-from .helpers import require_tool
+from tests import debbuild
+from tests.helpers import require_tool
 
 CHANGELOG = """alpha-src (2.0-3) unstable; urgency=medium
 

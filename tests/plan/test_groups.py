@@ -10,8 +10,7 @@ from pkgchunk.pkgdb.model import Ownership, Package, PackageDb
 from pkgchunk.plan.groups import Group, build_groups, derived_owners, version_string
 from pkgchunk.plan.rules import Rules, load_rules, parse_rules
 from pkgchunk.tree import DataRef, Entry, FileTree, ancestors
-
-from .helpers import shared_fixtures
+from tests.helpers import shared_fixtures
 
 Spec = int | str  # a size (regular file), "dir", or "->target" (symlink)
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import require_tool
-from .registry import Registry, running_registry
-from .versions import demo_versions, temp_store
+from tests.helpers import require_tool
+from tests.registry import Registry, running_registry
+from tests.versions import demo_versions, temp_store
 
 pytestmark = pytest.mark.slow
 
@@ -94,8 +94,7 @@ def test_pull_of_an_update_costs_pull_bytes(registry: Registry, tmp_path: Path) 
 
 def test_docker_input_and_a_multi_arch_index(registry: Registry, tmp_path: Path) -> None:
     from pkgchunk.oci.platform import host_arch
-
-    from .imagebuild import build_image, build_index, file, write_layout
+    from tests.imagebuild import build_image, build_index, file, write_layout
 
     other = "arm64" if host_arch() != "arm64" else "amd64"
     mine = build_image([[file("which", b"mine")]], arch=host_arch())
