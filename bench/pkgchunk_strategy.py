@@ -6,9 +6,9 @@ Two strategies are registered into ``strategies.STRATEGIES``:
   the ``org.pkgchunk.plan`` label encoded for build N is decoded for build N+1;
 * ``pkgchunk-fresh``: the same without a previous plan (every build planned from scratch).
 
-Both run the library exactly as ``pkgchunk.rechunk.plan_tree`` does: ownership, the rules the
+Both run the library exactly as ``pkgchunk.plan.compose.compose`` does: ownership, the rules the
 image's family picks, ``mtimes.apply`` (policy ``clamp``, no SOURCE_DATE_EPOCH, like the CLI
-without one) and ``planrecord.plan_image`` with derived files following their origin.
+without one) and ``plan.compose.plan_layers`` with derived files following their origin.
 
 Where the input is a real root (the Debian corpus, the RPM image), the tree and the ownership
 come from pkgchunk's own readers (``rootfs:`` input, ``ownership.collect``). A synthetic build
@@ -43,7 +43,8 @@ from pkgchunk.io import open_image  # noqa: E402
 from pkgchunk.pkgdb.model import Ownership, Package, PackageDb  # noqa: E402
 from pkgchunk.pkgdb.ownership import collect  # noqa: E402
 from pkgchunk.plan import mtimes  # noqa: E402
-from pkgchunk.plan.record import LABEL, plan_image  # noqa: E402
+from pkgchunk.plan.compose import plan_layers  # noqa: E402
+from pkgchunk.plan.record import decode  # noqa: E402
 from pkgchunk.plan.rules import Rules, default_rules_name, load_rules  # noqa: E402
 from pkgchunk.tree import Entry, FileTree  # noqa: E402
 
@@ -245,8 +246,8 @@ def make_strategy(fresh: bool) -> Strategy:
         if prev is not None:
             held = labels.get((id(prev[0]), budget))
             if held is not None and held[0] is prev[0]:
-                previous = {LABEL: held[1]}
-        outcome = plan_image(
+                previous = decode(held[1])
+        outcome = plan_layers(
             v.tree, v.ownership, _rules(v.rules), previous, max_layers=budget, fresh=fresh,
             derived="follow",
         )

@@ -54,10 +54,10 @@ import score  # noqa: E402
 from strategies import STRATEGIES  # noqa: E402
 
 from pkgchunk.diff import diff as pull_of  # noqa: E402
-from pkgchunk.layers import LayerSpec  # noqa: E402
+from pkgchunk.image import LayerSpec  # noqa: E402
 from pkgchunk.oci.rootfs import minimal_config  # noqa: E402
 from pkgchunk.oci.write import WriteOptions, write_image  # noqa: E402
-from pkgchunk.plan import mtimes  # noqa: E402
+from pkgchunk.plan.record import MTIME_LABEL, MtimeRecord  # noqa: E402
 from pkgchunk.previous import open_previous  # noqa: E402
 from pkgchunk.tree import encode_path  # noqa: E402
 
@@ -218,7 +218,7 @@ def write_plan(build: model.Build, plan: list[list[str]], ref: str, prev: str | 
         reuse = dict(previous.reuse)
         previous.close()
     dirs = pkgchunk_strategy.view(build).directory_epoch
-    labels = {mtimes.LABEL: mtimes.label_value("clamp", None, dirs)}
+    labels = {MTIME_LABEL: MtimeRecord("clamp", None, dirs).label()}
     write_image(tree, minimal_config(), specs, ref, WriteOptions(reuse=reuse, labels=labels))
 
 

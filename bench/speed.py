@@ -308,7 +308,7 @@ STACK_CATEGORIES = [
     ("flattening the layers (tar parsing)", "flatten"),
     ("package databases and ownership", "collect"),
     ("mtime policy", "apply"),
-    ("planner", "plan_image"),
+    ("planner", "plan_layers"),
     ("reading a rootfs: directory", "read_rootfs"),
     ("start-up (imports)", "_find_and_load"),
 ]

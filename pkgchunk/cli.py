@@ -18,6 +18,7 @@ import click
 
 from pkgchunk import __version__, progress
 from pkgchunk.errors import PkgchunkError
+from pkgchunk.plan.rules import DEFAULT_MAX_LAYERS, MAX_LAYERS_LIMIT
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("pkgchunk")
@@ -183,8 +184,9 @@ def _plan_options(f: F) -> F:
         click.option("--rules", "rules", default=None, metavar="PATH|NAME",
                      help="Rules file or shipped name (fedora-bootc, debian, generic);"
                      " default: by the image's package databases."),
-        click.option("--max-layers", type=click.IntRange(1, 1000), default=None,
-                     help="At most this many layers [default: the rules' max_layers, 64]."),
+        click.option("--max-layers", type=click.IntRange(1, MAX_LAYERS_LIMIT), default=None,
+                     help="At most this many layers [default: the rules' max_layers, "
+                          f"{DEFAULT_MAX_LAYERS}]."),
         click.option("--prev", default=None, metavar="REF",
                      help="Previous pkgchunk build to stay stable against"
                      " [default: the image already at DEST's tag]."),

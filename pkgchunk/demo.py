@@ -20,10 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pkgchunk.diff import diff
-from pkgchunk.oci.compress import LAYER_MEDIA_TYPES, compressor
+from pkgchunk.oci.compress import compressor
+from pkgchunk.oci.mediatypes import LAYER_MEDIA_TYPES, OCI_CONFIG, OCI_MANIFEST
 from pkgchunk.oci.store import (
-    CONFIG_MEDIA_TYPE,
-    MANIFEST_MEDIA_TYPE,
     BlobStore,
     add_to_index,
     canonical_json,
@@ -305,14 +304,14 @@ def build_demo_image(directory: str, *, updated: bool = True) -> str:
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": history,
     }
-    cdesc = store.put_bytes(canonical_json(config), CONFIG_MEDIA_TYPE)
+    cdesc = store.put_bytes(canonical_json(config), OCI_CONFIG)
     manifest = {
         "schemaVersion": 2,
-        "mediaType": MANIFEST_MEDIA_TYPE,
+        "mediaType": OCI_MANIFEST,
         "config": cdesc.to_json(),
         "layers": [d.to_json() for d in layer_descs],
     }
-    mdesc = store.put_bytes(canonical_json(manifest), MANIFEST_MEDIA_TYPE)
+    mdesc = store.put_bytes(canonical_json(manifest), OCI_MANIFEST)
     add_to_index(directory, mdesc, TAG, label)
     store.keep()
     return label

@@ -14,13 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pkgchunk.errors import InputError
-from pkgchunk.io import default_max_bytes
-from pkgchunk.oci.read import Source, read_source
+from pkgchunk.io import open_manifest
+from pkgchunk.oci.read import Source, config_labels
 from pkgchunk.oci.write import LAYER_ANNOTATION
-from pkgchunk.plan.record import LABEL, decode
+from pkgchunk.plan.record import BuildRecord
 from pkgchunk.refs import ImageRef, parse_ref
-from pkgchunk.transport.remote import inspect_source
-from pkgchunk.transport.skopeo import is_remote
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,22 +51,10 @@ class DiffResult:
     groups: tuple[GroupChange, ...]
 
 
-def _read(ref: ImageRef, workdir: str) -> Source:
-    if is_remote(ref):
-        return inspect_source(ref, workdir)  # manifest and config only, through skopeo
-    return read_source(ref, workdir, max_bytes=default_max_bytes())
-
-
 def _versions(label: str, source: Source) -> tuple[dict[str, str], dict[str, str]]:
     """group -> version and group -> layer name, from the image's plan label."""
-    cfg = source.config.get("config") or {}
-    labels = cfg.get("Labels") if isinstance(cfg, dict) else None
-    value = labels.get(LABEL) if isinstance(labels, dict) else None
-    if not isinstance(value, str):
-        return {}, {}
-    try:
-        plan = decode(value)
-    except InputError:
+    plan = BuildRecord.from_labels(config_labels(source.config)).plan
+    if plan is None:
         return {}, {}
     where = {key: layer.name for layer in plan.layers for key in layer.groups}
     return {key: hist.version for key, hist in plan.history.items()}, where
@@ -82,8 +68,8 @@ def diff(old: str | ImageRef, new: str | ImageRef) -> DiffResult:
             raise InputError(f"{ref}: diff compares images, not a rootfs")
     workdir = tempfile.mkdtemp(prefix="pkgchunk-diff-")
     try:
-        a = _read(old_ref, workdir + "/a")
-        b = _read(new_ref, workdir + "/b")
+        a = open_manifest(old_ref, workdir + "/a")
+        b = open_manifest(new_ref, workdir + "/b")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     held = {blob.digest for blob in a.layers}

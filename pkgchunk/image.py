@@ -1,7 +1,9 @@
-"""A source image as the later stages see it: flattened tree, config, and its layers.
+"""A source image as the later stages see it (flattened tree, config, its layers), and
+what the writer is asked to write (:class:`LayerSpec`).
 
-Readers (``oci/read.py``, ``rootfs.py``) produce an :class:`Image`; it owns the
-temporary directory holding spooled layers, so use it as a context manager.
+Readers (``oci/read.py``, ``oci/rootfs.py``) produce an :class:`Image`; it owns the
+temporary directory holding spooled layers, so use it as a context manager. The planner
+produces LayerSpecs; both live here so that neither stage imports the other.
 """
 
 from __future__ import annotations
@@ -12,6 +14,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pkgchunk.tree import FileTree
+
+
+@dataclass(frozen=True, slots=True)
+class LayerSpec:
+    """One output layer. ``paths`` are tree paths it holds; the writer adds each
+    parent directory the layer needs (with that directory's real metadata).
+
+    ``annotations`` go on the layer descriptor; ``comment`` becomes the history
+    entry's ``created_by`` (what the layer holds, for humans).
+    """
+
+    name: str
+    paths: tuple[str, ...]
+    annotations: tuple[tuple[str, str], ...] = ()
+    comment: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,18 +1,39 @@
-"""Open any supported input reference as a flattened :class:`Image`."""
+"""The one place where image readers and writers meet the transports.
+
+Every reference is opened and written here by transport: OCI layouts and archives by
+``oci/``, ``rootfs:`` by the root-filesystem reader, and ``containers-storage:`` and
+``docker://`` through ``transport/`` (skopeo copies into or out of a temporary layout,
+podman mounts). ``oci/`` therefore never knows about skopeo, and ``transport/`` never
+reads or writes image bytes itself.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from pkgchunk import progress
 from pkgchunk.errors import InputError
-from pkgchunk.image import Image
+from pkgchunk.image import Image, LayerSpec
+from pkgchunk.oci.blobs import parse_json
+from pkgchunk.oci.read import Source, read_image, read_source, read_stack
 from pkgchunk.oci.rootfs import read_rootfs
+from pkgchunk.oci.write import WriteOptions, WriteResult
+from pkgchunk.oci.write import write_image as write_local
 from pkgchunk.refs import REMOTE_TRANSPORTS, ImageRef, parse_ref
+from pkgchunk.transport import podman, skopeo
+from pkgchunk.transport.remote import exists, inspect_source
+from pkgchunk.transport.skopeo import Side, fetch
+from pkgchunk.tree import FileTree
+
+log = logging.getLogger(__name__)
 
 #: Default bound on the uncompressed size of all layers (a decompression-bomb guard).
 DEFAULT_MAX_BYTES = 64 << 30
@@ -45,11 +66,8 @@ def open_image(ref: str | ImageRef, *, max_bytes: int | None = None) -> Image:
         with progress.step(f"reading {image_ref}"):
             return read_rootfs(image_ref.path, ref=str(image_ref))
     if image_ref.transport in REMOTE_TRANSPORTS:
-        from pkgchunk.transport.skopeo import open_remote
-
         with progress.step(f"reading {image_ref}"):
-            return open_remote(image_ref, max_bytes=limit)
-    from pkgchunk.oci.read import read_image
+            return _open_remote(image_ref, max_bytes=limit)
 
     with progress.step(f"reading {image_ref}"):
         return read_image(image_ref, max_bytes=limit)
@@ -69,15 +87,12 @@ def open_stack(refs: Sequence[str | ImageRef], *, max_bytes: int | None = None) 
             raise InputError(f"{r}: a rootfs cannot be stacked with other images; make it an"
                              " image first (pkgchunk rechunk rootfs:DIR oci:DIR:TAG)")
     limit = default_max_bytes() if max_bytes is None else max_bytes
-    from pkgchunk.oci.read import read_stack
 
     cleanups: list[Callable[[], None]] = []
     try:
         local = []
         for r in parsed:
             if r.transport in REMOTE_TRANSPORTS:
-                from pkgchunk.transport.skopeo import fetch
-
                 workdir = tempfile.mkdtemp(prefix="pkgchunk-fetch-")
                 cleanups.append(functools.partial(shutil.rmtree, workdir, ignore_errors=True))
                 local.append(fetch(r, workdir))
@@ -94,3 +109,91 @@ def open_stack(refs: Sequence[str | ImageRef], *, max_bytes: int | None = None) 
     image.tree.label = label
     image.cleanups.extend(cleanups)
     return image
+
+
+def _open_remote(ref: ImageRef, *, max_bytes: int) -> Image:
+    """A ``containers-storage:`` or ``docker://`` image: mounted in place with ``--mount``,
+    else copied by skopeo into a temporary layout and read from there."""
+    if ref.transport == "containers-storage" and skopeo.current().mount:
+        mounted = podman.mount(ref)
+        try:
+            image = read_rootfs(mounted.path, ref=str(ref))
+            image.config = parse_json(str(ref), mounted.config, "config")
+        except BaseException:
+            mounted.release()
+            raise
+        image.cleanups.append(mounted.release)
+        return image
+    workdir = tempfile.mkdtemp(prefix="pkgchunk-fetch-")
+    try:
+        image = read_image(fetch(ref, workdir), max_bytes=max_bytes)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    image.ref = str(ref)
+    image.tree.label = str(ref)
+    image.cleanups.append(lambda: shutil.rmtree(workdir, ignore_errors=True))
+    return image
+
+
+def open_manifest(ref: ImageRef, workdir: str, side: Side = "src") -> Source:
+    """An image's manifest and config (verified), without reading its layers: ``skopeo
+    inspect`` for a remote reference, the layout or archive itself otherwise."""
+    if ref.transport in REMOTE_TRANSPORTS:
+        return inspect_source(ref, workdir, side)
+    return read_source(ref, workdir, max_bytes=default_max_bytes())
+
+
+def write_image(
+    tree: FileTree,
+    config: Mapping[str, Any],
+    specs: Sequence[LayerSpec],
+    dest: str | ImageRef,
+    options: WriteOptions | None = None,
+) -> WriteResult:
+    """Write ``tree`` as layers ``specs`` to ``dest``, all or nothing.
+
+    A remote destination is written as a temporary OCI layout and copied there by skopeo,
+    so registries, credentials and storage drivers behave as the user's own skopeo says."""
+    ref = parse_ref(dest, output=True) if isinstance(dest, str) else dest
+    if ref.transport not in REMOTE_TRANSPORTS:
+        return write_local(tree, config, specs, ref, options)
+    skopeo.check_destination(ref)
+    workdir = tempfile.mkdtemp(prefix="pkgchunk-push-")
+    try:
+        layout = ImageRef("oci", os.path.join(workdir, "layout"), skopeo.TAG)
+        result = write_local(tree, config, specs, layout, options)
+        stored = skopeo.push(layout, ref) or result.manifest_digest
+        if stored != result.manifest_digest:
+            log.info("%s: the destination stored manifest %s (written as %s)",
+                     ref, stored, result.manifest_digest)
+        return dataclasses.replace(result, ref=str(ref), manifest_digest=stored)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def has_tag(dest: ImageRef) -> bool:
+    """Whether DEST already holds an image at DEST's name (the automatic previous build):
+    an ``oci:`` layout with that tag, or a registry/storage image skopeo finds. A layout
+    we cannot parse is left for the writer to refuse."""
+    if dest.transport in REMOTE_TRANSPORTS:
+        return exists(dest, "dest")
+    if dest.transport != "oci":
+        return False
+    index_path = os.path.join(dest.path, "index.json")
+    try:
+        with open(index_path, "rb") as f:
+            index = json.loads(f.read(16 << 20))
+    except (OSError, ValueError, RecursionError):
+        return False
+    manifests = index.get("manifests") if isinstance(index, dict) else None
+    if not isinstance(manifests, list):
+        return False
+    names = [
+        (m.get("annotations") or {}).get("org.opencontainers.image.ref.name")
+        for m in manifests
+        if isinstance(m, dict)
+    ]
+    if dest.tag is None:
+        return len(manifests) == 1
+    return dest.tag in names

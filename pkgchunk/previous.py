@@ -12,27 +12,18 @@ not fetched, and the writer's deterministic compression gives the same digests a
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 
 from pkgchunk.errors import InputError
-from pkgchunk.io import default_max_bytes
-from pkgchunk.oci.compress import LAYER_MEDIA_TYPES
-from pkgchunk.oci.read import Source, read_source
+from pkgchunk.io import open_manifest
+from pkgchunk.oci.mediatypes import SAME_BYTES
+from pkgchunk.oci.read import Source, config_labels
 from pkgchunk.oci.write import ReusableBlob
+from pkgchunk.plan.record import BuildRecord
 from pkgchunk.refs import ImageRef, parse_ref
-from pkgchunk.transport.remote import exists, inspect_source
-from pkgchunk.transport.skopeo import Side, is_remote
-
-#: Docker media types whose blobs are byte-compatible with an OCI layer type.
-SAME_BYTES = {
-    "application/vnd.docker.image.rootfs.diff.tar.gzip": LAYER_MEDIA_TYPES["gzip"],
-    "application/vnd.docker.image.rootfs.diff.tar.zstd": LAYER_MEDIA_TYPES["zstd"],
-    "application/vnd.docker.image.rootfs.diff.tar": LAYER_MEDIA_TYPES["none"],
-}
+from pkgchunk.transport.skopeo import Side
 
 
 @dataclass
@@ -44,6 +35,11 @@ class Previous:
     labels: dict[str, str]
     reuse: dict[str, ReusableBlob] = field(default_factory=dict)
     workdir: str | None = None
+
+    @property
+    def record(self) -> BuildRecord:
+        """What the previous build recorded (plan, history, mtime policy), decoded once."""
+        return BuildRecord.from_labels(self.labels)
 
     def close(self) -> None:
         if self.workdir:
@@ -58,11 +54,7 @@ class Previous:
 
 
 def _from_source(label: str, source: Source) -> tuple[dict[str, str], dict[str, ReusableBlob]]:
-    cfg = source.config.get("config") or {}
-    raw_labels = cfg.get("Labels") if isinstance(cfg, dict) else None
-    labels = (
-        {str(k): str(v) for k, v in raw_labels.items()} if isinstance(raw_labels, dict) else {}
-    )
+    labels = config_labels(source.config)
     rootfs = source.config.get("rootfs") or {}
     diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     reuse: dict[str, ReusableBlob] = {}
@@ -86,39 +78,9 @@ def open_previous(ref: str | ImageRef, side: Side = "src") -> Previous:
         raise InputError(f"{image_ref}: a previous build must be an image, not a rootfs")
     workdir = tempfile.mkdtemp(prefix="pkgchunk-prev-")
     try:
-        if is_remote(image_ref):
-            source = inspect_source(image_ref, workdir, side)
-        else:
-            source = read_source(image_ref, workdir, max_bytes=default_max_bytes())
+        source = open_manifest(image_ref, workdir, side)
         labels, reuse = _from_source(str(image_ref), source)
         return Previous(str(image_ref), labels, reuse, workdir)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-
-
-def dest_has_tag(dest: ImageRef) -> bool:
-    """Whether DEST already holds an image at DEST's name (the automatic previous build):
-    an ``oci:`` layout with that tag, or a registry/storage image skopeo finds. A layout
-    we cannot parse is left for the writer to refuse."""
-    if is_remote(dest):
-        return exists(dest, "dest")
-    if dest.transport != "oci":
-        return False
-    index_path = os.path.join(dest.path, "index.json")
-    try:
-        with open(index_path, "rb") as f:
-            index = json.loads(f.read(16 << 20))
-    except (OSError, ValueError, RecursionError):
-        return False
-    manifests = index.get("manifests") if isinstance(index, dict) else None
-    if not isinstance(manifests, list):
-        return False
-    names = [
-        (m.get("annotations") or {}).get("org.opencontainers.image.ref.name")
-        for m in manifests
-        if isinstance(m, dict)
-    ]
-    if dest.tag is None:
-        return len(manifests) == 1
-    return dest.tag in names

@@ -1,9 +1,8 @@
-"""The rechunk pipeline: open the source, plan layers, write the destination.
+"""The pipeline: open the sources (``io``), read their package databases (``pkgdb``), plan
+the layers against the previous build's record (``plan.compose``), write DEST (``io``).
 
-The plan is whatever the caller passes — a planner function of the image or a
-ready list of LayerSpec — so the placeholder grouping and the package planner
-plug in the same way. The writer refuses a plan that does not cover every path
-exactly once.
+Everything that decides a layer lives in ``plan/``; this module only wires the stages
+together and gathers what the CLI reports.
 """
 
 from __future__ import annotations
@@ -12,32 +11,30 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pkgchunk import progress
-from pkgchunk.grouping import by_top_dir
 from pkgchunk.image import Image
-from pkgchunk.io import open_image, open_stack
-from pkgchunk.layers import LayerSpec
-from pkgchunk.oci.write import ReusableBlob, WriteOptions, WriteResult, write_image
+from pkgchunk.io import has_tag, open_image, open_stack, write_image
+from pkgchunk.oci.mediatypes import SAME_BYTES
+from pkgchunk.oci.write import ReusableBlob, WriteOptions, WriteResult
 from pkgchunk.pkgdb.model import Ownership
 from pkgchunk.pkgdb.ownership import collect
 from pkgchunk.plan import mtimes
-from pkgchunk.plan.record import LABEL, PlanOutcome, plan_image
+from pkgchunk.plan.compose import PlanOutcome, compose
+from pkgchunk.plan.record import BuildRecord
 from pkgchunk.plan.rules import default_rules_name, load_rules
-from pkgchunk.previous import SAME_BYTES, Previous, dest_has_tag, open_previous
+from pkgchunk.previous import Previous, open_previous
 from pkgchunk.refs import ImageRef, parse_ref
 from pkgchunk.sbom import read_os_release
 from pkgchunk.tree import FileTree
 
 log = logging.getLogger(__name__)
 
-Planner = Callable[[Image], Sequence[LayerSpec]]
 #: One source reference, or several stacked in order (base first).
 Sources = str | ImageRef | Sequence[str | ImageRef]
 
-DEFAULT_MAX_LAYERS = 64
 
 
 
@@ -51,39 +48,6 @@ def source_blobs(image: Image) -> dict[str, ReusableBlob]:
         media_type = SAME_BYTES.get(layer.media_type, layer.media_type)
         out.setdefault(layer.diff_id, ReusableBlob(path, layer.digest, layer.size, media_type))
     return out
-
-
-def rechunk(
-    src: str | ImageRef,
-    dest: str | ImageRef,
-    *,
-    plan: Planner | Sequence[LayerSpec] | None = None,
-    max_layers: int = DEFAULT_MAX_LAYERS,
-    options: WriteOptions | None = None,
-    reuse_source: bool = True,
-) -> WriteResult:
-    """Rewrite ``src`` as ``dest`` with layers from ``plan`` (default: :func:`by_top_dir`)."""
-    dest_ref = parse_ref(dest, output=True) if isinstance(dest, str) else dest
-    opts = options or WriteOptions()
-    with open_image(src) as image:
-        if plan is None:
-            specs: Sequence[LayerSpec] = by_top_dir(image.tree, max_layers)
-        elif callable(plan):
-            specs = plan(image)
-        else:
-            specs = plan
-        if reuse_source:
-            reuse = {**source_blobs(image), **opts.reuse}
-            if reuse:
-                opts = WriteOptions(
-                    compression=opts.compression,
-                    level=opts.level,
-                    source_date_epoch=opts.source_date_epoch,
-                    jobs=opts.jobs,
-                    reuse=reuse,
-                    labels=opts.labels,
-                )
-        return write_image(image.tree, image.config, specs, dest_ref, opts)
 
 
 def human_size(n: int) -> str:
@@ -144,6 +108,8 @@ class Planned:
     outcome: PlanOutcome
     #: The directories' mtime limit used (clamp policy; carried from the previous build).
     directory_epoch: int | None = None
+    #: The config labels that record this build (``plan.record``).
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -160,7 +126,7 @@ class RechunkResult:
 def plan_tree(
     tree: FileTree,
     opts: PlanOptions,
-    previous_labels: Mapping[str, str] | None,
+    previous: BuildRecord | None,
     source_date_epoch: int | None = None,
 ) -> Planned:
     """Ownership, rules, mtime policy and plan for one flattened tree (no writing)."""
@@ -170,26 +136,20 @@ def plan_tree(
     else:
         rules_name = default_rules_name(ownership)
         rules = load_rules(rules_name)
-    dirs = None
-    if opts.mtime_policy == "clamp":
-        dirs = mtimes.directory_epoch(
-            tree, ownership, (previous_labels or {}).get(mtimes.LABEL)
-        )
-    tree = mtimes.apply(
-        tree, ownership, policy=opts.mtime_policy, source_date_epoch=source_date_epoch,
-        directory_epoch=dirs,
+    composed = compose(
+        tree, ownership, rules, previous, max_layers=opts.max_layers, fresh=opts.fresh,
+        mtime_policy=opts.mtime_policy, source_date_epoch=source_date_epoch,
     )
-    outcome = plan_image(
-        tree, ownership, rules, previous_labels, max_layers=opts.max_layers, fresh=opts.fresh,
-        derived="follow" if opts.mtime_policy == "clamp" else "separate",
+    return Planned(
+        composed.tree, ownership, rules_name, composed.outcome,
+        composed.mtime.directory_epoch, composed.labels,
     )
-    return Planned(tree, ownership, rules_name, outcome, dirs)
 
 
 def _previous(dest: ImageRef, opts: PlanOptions) -> Previous | None:
     if opts.prev is not None:
         return open_previous(opts.prev)
-    if dest_has_tag(dest):
+    if has_tag(dest):
         return open_previous(dest, side="dest")
     return None
 
@@ -222,19 +182,13 @@ def rechunk_packages(
             t1 = time.monotonic()
             log.debug("read %s: %d paths in %.1f s", image.ref, len(image.tree), t1 - t0)
             planned = plan_tree(
-                image.tree, opts, prev.labels if prev else None, wopts.source_date_epoch
+                image.tree, opts, prev.record if prev else None, wopts.source_date_epoch
             )
             t2 = time.monotonic()
             log.debug("planned %d layers (rules %s) in %.1f s",
                       len(planned.outcome.layer_specs), planned.rules_name, t2 - t1)
             release = read_os_release(planned.tree)
-            labels = {
-                **wopts.labels,
-                LABEL: planned.outcome.label,
-                mtimes.LABEL: mtimes.label_value(
-                    opts.mtime_policy, wopts.source_date_epoch, planned.directory_epoch
-                ),
-            }
+            labels = {**wopts.labels, **planned.labels}
             reuse = {**source_blobs(image), **(prev.reuse if prev else {}), **wopts.reuse}
             final = dataclasses.replace(wopts, labels=labels, reuse=reuse)
             with progress.step(f"writing {dest_ref}"):
@@ -254,7 +208,7 @@ def plan_only(src: Sources, opts: PlanOptions | None = None) -> Planned:
     prev = open_previous(opts.prev) if opts.prev is not None else None
     try:
         with _open_sources(src) as image:
-            return plan_tree(image.tree, opts, prev.labels if prev else None)
+            return plan_tree(image.tree, opts, prev.record if prev else None)
     finally:
         if prev is not None:
             prev.close()

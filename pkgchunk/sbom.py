@@ -27,7 +27,6 @@ from pkgchunk.pkgdb.model import Ownership, Package
 from pkgchunk.tree import FileTree
 
 SPDX_VERSION = "SPDX-2.3"
-FORMATS = ("spdx-json",)
 #: os-release files larger than this are not os-release files.
 _MAX_OS_RELEASE = 64 << 10
 _KEY = re.compile(r"[A-Z][A-Z0-9_]*")

@@ -16,6 +16,7 @@ from typing import Any
 from pkgchunk.io import open_image
 from pkgchunk.pkgdb.ownership import collect
 from pkgchunk.plan import mtimes
+from pkgchunk.plan.record import BuildRecord
 from pkgchunk.refs import ImageRef
 from pkgchunk.tree import ENC, ERRORS, Entry, FileTree, encode_path
 
@@ -206,13 +207,14 @@ def verify(
         if check_config:
             diffs.extend(compare_config(a.config, b.config))
         tree_a = a.tree
-        policy = mtimes.parse_label(b.labels.get(mtimes.LABEL, ""))
+        policy = BuildRecord.from_labels(b.labels).mtime
         if policy is not None and not ignore_mtime:
             # B says how rechunk moved mtimes: apply the same policy to A, compare exactly.
             ownership = collect(tree_a, ignore_errors=True)
             tree_a = mtimes.apply(
-                tree_a, ownership, policy=policy[0], source_date_epoch=policy[1],
-                directory_epoch=mtimes.parse_directory_epoch(b.labels.get(mtimes.LABEL)),
+                tree_a, ownership, policy=policy.policy,
+                source_date_epoch=policy.source_date_epoch,
+                directory_epoch=policy.directory_epoch,
             )
         diffs.extend(
             compare(tree_a, b.tree, ignore_mtime=ignore_mtime, mtime_clamp=mtime_clamp)

@@ -29,8 +29,8 @@ def run(*args: str, stderr_tty: bool = False) -> tuple[int, str, str]:
     """Run the real command; stderr on a pipe, or on a pseudo-terminal."""
     cmd = [sys.executable, "-m", "pkgchunk.cli", *args]
     if not stderr_tty:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        return proc.returncode, proc.stdout, proc.stderr
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        return done.returncode, done.stdout, done.stderr
     master, slave = pty.openpty()
     chunks: list[bytes] = []
 
@@ -217,10 +217,11 @@ def test_reporter_counts_every_thread_and_nests_steps() -> None:
         with progress.step("outer"):
             progress.advance(1024)
             with progress.step("inner"):
-                workers = [
-                    threading.Thread(target=lambda: [progress.advance(1024) for _ in range(256)])
-                    for _ in range(4)
-                ]
+                def work() -> None:
+                    for _ in range(256):
+                        progress.advance(1024)
+
+                workers = [threading.Thread(target=work) for _ in range(4)]
                 for w in workers:
                     w.start()
                 for w in workers:

@@ -13,24 +13,25 @@ from click.testing import CliRunner
 from pkgchunk.cli import cli
 from pkgchunk.demo import build_demo_image, run_demo
 from pkgchunk.errors import OutputError
-from pkgchunk.grouping import by_top_dir
-from pkgchunk.image import Image
+from pkgchunk.image import Image, LayerSpec
 from pkgchunk.io import open_image
-from pkgchunk.layers import LayerSpec
 from pkgchunk.oci.tarwrite import check_specs
 from pkgchunk.oci.write import WriteOptions
-from pkgchunk.rechunk import rechunk
 from pkgchunk.tree import encode_path
 from pkgchunk.verify import compare, verify
 from tests.imagebuild import build_image, summary, write_docker_archive
-from tests.writecases import T, TreeBuilder, make_source, rich_layers, split_specs
+from tests.oci.rewrite import rechunk
+from tests.oci.topdir import by_top_dir
+from tests.oci.writecases import T, TreeBuilder, make_source, rich_layers, split_specs
 
 
 def manifest_of(layout: Path, tag: str) -> dict[str, object]:
     index = json.loads((layout / "index.json").read_text())
     (desc,) = [m for m in index["manifests"]
                if m["annotations"]["org.opencontainers.image.ref.name"] == tag]
-    return json.loads((layout / "blobs" / "sha256" / desc["digest"][7:]).read_bytes())
+    blob = layout / "blobs" / "sha256" / desc["digest"][7:]
+    doc: dict[str, object] = json.loads(blob.read_bytes())
+    return doc
 
 
 def test_round_trip_same_files(tmp_path: Path) -> None:

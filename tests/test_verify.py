@@ -13,7 +13,7 @@ from pkgchunk.io import open_image
 from pkgchunk.oci.write import WriteOptions, write_image
 from pkgchunk.tree import Entry, FileTree
 from pkgchunk.verify import Difference, compare, compare_config, verify
-from tests.writecases import T, TreeBuilder, make_source, split_specs
+from tests.oci.writecases import T, TreeBuilder, make_source, split_specs
 
 
 def base(root: Path) -> FileTree:

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 from pkgchunk.errors import OutputError
 from pkgchunk.oci.compress import Writable
+from pkgchunk.oci.mediatypes import OCI_INDEX
 from pkgchunk.oci.store import (
-    INDEX_MEDIA_TYPE,
     LAYOUT_FILE,
     LAYOUT_VERSION,
     BlobStore,
@@ -63,7 +63,7 @@ def archive_members(
     """What goes into the archive: the format's own JSON files, then every blob."""
     if transport == "oci-archive":
         index = set_tag(
-            {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []}, manifest, tag
+            {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}, manifest, tag
         )
         files: list[Member] = [
             (LAYOUT_FILE, canonical_json({"imageLayoutVersion": LAYOUT_VERSION})),

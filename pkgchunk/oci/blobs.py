@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import os
 import re
-import stat
 from typing import Any, BinaryIO
 
 from pkgchunk.errors import InputError
+from pkgchunk.safeopen import open_regular
 
 #: Largest manifest / index / config accepted (real ones are a few KiB).
 MAX_JSON_BYTES = 16 << 20
@@ -23,16 +21,8 @@ _DIGEST = {
 
 
 def open_blob(path: str) -> BinaryIO:
-    """Open a file of the input for reading. Only a regular file: a FIFO would block us
-    forever and a device (a symlink to /dev/zero) never end. Raises OSError."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", path)
-    except BaseException:
-        os.close(fd)
-        raise
-    return os.fdopen(fd, "rb")
+    """Open a file of the input for reading: a regular file only. Raises OSError."""
+    return open_regular(path)
 
 
 def parse_digest(label: str, digest: object) -> tuple[str, str]:

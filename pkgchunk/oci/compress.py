@@ -12,18 +12,13 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
-from typing import BinaryIO, Literal, Protocol
+from typing import BinaryIO, Protocol
 
 import zstandard
 
-Compression = Literal["gzip", "zstd", "none"]
-COMPRESSIONS: tuple[Compression, ...] = ("gzip", "zstd", "none")
+from pkgchunk.oci.mediatypes import COMPRESSIONS, LAYER_MEDIA_TYPES, Compression
 
-LAYER_MEDIA_TYPES: dict[Compression, str] = {
-    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
-    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
-    "none": "application/vnd.oci.image.layer.v1.tar",
-}
+__all__ = ["COMPRESSIONS", "LAYER_MEDIA_TYPES", "Compression"]
 
 DEFAULT_LEVELS: dict[Compression, int] = {"gzip": 6, "zstd": 3, "none": 0}
 LEVEL_RANGES: dict[Compression, tuple[int, int]] = {

@@ -10,13 +10,12 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Iterator
-from typing import BinaryIO, Literal, Protocol
+from typing import BinaryIO, Protocol
 
 import zstandard
 
 from pkgchunk.errors import InputError
-
-Compression = Literal["gzip", "zstd", "tar"]
+from pkgchunk.oci.mediatypes import Compression
 
 
 class Reader(Protocol):
@@ -37,7 +36,7 @@ def detect(head: bytes) -> Compression:
         magic = struct.unpack("<I", head[:4])[0]
         if magic == ZSTD_MAGIC or (magic & 0xFFFFFFF0) == 0x184D2A50:
             return "zstd"
-    return "tar"
+    return "none"
 
 
 def decompressed(raw: Reader, kind: Compression, label: str) -> Iterator[bytes]:

@@ -11,11 +11,10 @@ from typing import Any
 from pkgchunk.errors import InputError
 from pkgchunk.oci.archive import Unpacked
 from pkgchunk.oci.blobs import MAX_JSON_BYTES, parse_json
+from pkgchunk.oci.mediatypes import DOCKER_CONFIG, DOCKER_MANIFEST
 from pkgchunk.oci.spool import LayerBlob
 
 _HEX_NAME = re.compile(r"(?:^|/)(?:blobs/sha256/)?([0-9a-f]{64})(?:\.json)?$")
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
 
 def read_docker_archive(

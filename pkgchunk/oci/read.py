@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,13 @@ class Source:
     config: dict[str, Any]
     layers: list[LayerBlob]
     blob_path: dict[str, str] = field(default_factory=dict)
+
+
+def config_labels(config: Mapping[str, Any]) -> dict[str, str]:
+    """An image config's labels as strings ({} when it has none or they are malformed)."""
+    cfg = config.get("config") or {}
+    raw = cfg.get("Labels") if isinstance(cfg, dict) else None
+    return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
 
 
 def read_image(ref: ImageRef, *, max_bytes: int) -> Image:

@@ -17,6 +17,7 @@ from pkgchunk.errors import InputError
 from pkgchunk.image import LayerInfo
 from pkgchunk.oci.blobs import CHUNK, HashingReader, check_digest, open_blob, parse_digest
 from pkgchunk.oci.decompress import check_zstd_frames, decompressed, detect
+from pkgchunk.oci.mediatypes import DOCKER_LAYER_TYPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +48,6 @@ class Budget:
             )
 
 
-#: media type to report for a docker-archive layer, by what its bytes are.
-DOCKER_LAYER_TYPES = {
-    "tar": "application/vnd.docker.image.rootfs.diff.tar",
-    "gzip": "application/vnd.docker.image.rootfs.diff.tar.gzip",
-    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
-}
 
 
 class _Pipe:
@@ -138,7 +133,7 @@ def _spool(
     f.seek(0)
     reader = HashingReader(f, alg)
     diff = hashlib.sha256()
-    if kind == "tar":
+    if kind == "none":
         tar_path = blob.path
         # The layer is its own tar: with sha256 its digest is its diff_id.
         same = reader.hash.name == "sha256"

@@ -26,14 +26,13 @@ from typing import Any, BinaryIO
 
 from pkgchunk.errors import OutputError
 from pkgchunk.oci.compress import copy_hashing
+from pkgchunk.oci.mediatypes import OCI_INDEX
 
 LAYOUT_FILE = "oci-layout"
 LAYOUT_VERSION = "1.0.0"
 INDEX_FILE = "index.json"
 LOCK_FILE = "index.json.lock"
-INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
-MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
-CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
+
 REF_NAME = "org.opencontainers.image.ref.name"
 TMP_PREFIX = ".tmp-"
 #: mkstemp makes 0600 files; layouts are meant to be readable like skopeo's.
@@ -362,7 +361,7 @@ def read_index(layout: str, label: str) -> dict[str, Any]:
         with open(path, "rb") as f:
             raw = f.read(64 << 20)
     except FileNotFoundError:
-        return {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []}
+        return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
     except OSError as err:
         raise OutputError(f"{label}: cannot read {path}: {err.strerror}") from err
     try:
@@ -426,7 +425,7 @@ def add_to_index(
                 )
         index = set_tag(read_index(layout, label), manifest, tag)
         index.setdefault("schemaVersion", 2)
-        index.setdefault("mediaType", INDEX_MEDIA_TYPE)
+        index.setdefault("mediaType", OCI_INDEX)
         try:
             write_atomic(os.path.join(layout, INDEX_FILE), _pretty_json(index))
         except OSError as err:

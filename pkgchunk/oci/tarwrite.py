@@ -16,7 +16,7 @@ import tarfile
 from collections.abc import Iterable, Sequence
 
 from pkgchunk.errors import InputError, OutputError
-from pkgchunk.layers import LayerSpec
+from pkgchunk.image import LayerSpec
 from pkgchunk.oci.compress import Writable
 from pkgchunk.tree import ENC, ERRORS, Entry, FileTree, encode_path, parent
 

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 from pkgchunk import progress
 from pkgchunk.errors import OutputError
-from pkgchunk.layers import LayerSpec
+from pkgchunk.image import LayerSpec
 from pkgchunk.oci import reuse
 from pkgchunk.oci.archivewrite import archive_members, docker_repo_tag, pack
 from pkgchunk.oci.compress import (
@@ -34,10 +34,9 @@ from pkgchunk.oci.compress import (
     check_level,
     compressor,
 )
+from pkgchunk.oci.mediatypes import OCI_CONFIG, OCI_MANIFEST
 from pkgchunk.oci.store import (
-    CONFIG_MEDIA_TYPE,
     FILE_MODE,
-    MANIFEST_MEDIA_TYPE,
     BlobStore,
     Descriptor,
     add_to_index,
@@ -113,12 +112,6 @@ def write_image(
     opts = options or WriteOptions()
     ref = parse_ref(dest, output=True) if isinstance(dest, str) else dest
     label = str(ref)
-    if ref.transport in ("containers-storage", "docker"):
-        from pkgchunk.transport.skopeo import (
-            write_remote,  # through a temporary layout and skopeo copy
-        )
-
-        return write_remote(tree, config, specs, ref, opts)
     if ref.transport not in WRITABLE_TRANSPORTS:
         raise OutputError(
             f"{label}: cannot write {ref.transport}: images; write oci:DIR:TAG and "
@@ -364,14 +357,14 @@ def _put_config_manifest(
     layers: Sequence[WrittenLayer],
     opts: WriteOptions,
 ) -> tuple[Descriptor, Descriptor]:
-    cdesc = store.put_bytes(canonical_json(build_config(config, layers, opts)), CONFIG_MEDIA_TYPE)
+    cdesc = store.put_bytes(canonical_json(build_config(config, layers, opts)), OCI_CONFIG)
     manifest: dict[str, Any] = {
         "schemaVersion": 2,
-        "mediaType": MANIFEST_MEDIA_TYPE,
+        "mediaType": OCI_MANIFEST,
         "config": cdesc.to_json(),
         "layers": [_layer_descriptor(lay) for lay in layers],
     }
-    mdesc = store.put_bytes(canonical_json(manifest), MANIFEST_MEDIA_TYPE)
+    mdesc = store.put_bytes(canonical_json(manifest), OCI_MANIFEST)
     return cdesc, mdesc
 
 

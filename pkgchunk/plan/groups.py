@@ -31,7 +31,7 @@ order): a layer cannot hold half an inode.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -353,10 +353,3 @@ def _kind(key: str) -> GroupKind:
     if key.startswith(BIG_PREFIX):
         return "bigfile"
     return "package"
-
-
-def packages_by_group(
-    groups: Iterable[Group], packages: Mapping[str, Package]
-) -> dict[str, list[Package]]:
-    """Group key -> its Package objects (for the frequency model and annotations)."""
-    return {g.key: [packages[k] for k in g.packages if k in packages] for g in groups}

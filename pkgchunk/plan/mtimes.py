@@ -16,10 +16,10 @@ layer holding a file below a directory carries the directory's entry too, so its
 not move when a package below it is updated (a time taken from the packages below it moved
 whenever the oldest of them was: 2.27x the floor on the benchmark series against 1.50x).
 ``T`` is 1 January (UTC) of the year of the image's oldest stable time
-(:func:`oldest_year_start`), recorded in the label (``dirs=T``) and carried over by the
-next build (:func:`directory_epoch`), so it never moves once chosen. Other unowned paths
-get ``min(mtime, SOURCE_DATE_EPOCH)`` when an epoch is given. Mtimes only ever move
-backwards. Policy ``keep`` leaves every mtime as it is.
+(:func:`oldest_year_start`), recorded in the build record (``plan/record.py``, ``dirs=T``)
+and carried over by the next build (:func:`directory_epoch`), so it never moves once
+chosen. Other unowned paths get ``min(mtime, SOURCE_DATE_EPOCH)`` when an epoch is given.
+Mtimes only ever move backwards. Policy ``keep`` leaves every mtime as it is.
 
 The function is deterministic in (tree, ownership, epoch, T), and the label records epoch
 and T, so ``verify`` can apply it to the input and compare exactly.
@@ -38,8 +38,6 @@ from pkgchunk.tree import Entry, FileTree
 
 Policy = Literal["clamp", "keep"]
 
-#: Config label recording the policy (and epoch), so ``verify`` can apply it to the input.
-LABEL = "org.pkgchunk.mtime"
 POLICIES: tuple[Policy, ...] = ("clamp", "keep")
 
 #: Files the package manager writes for a package at install time: not payload.
@@ -156,60 +154,13 @@ def _clamp_all(tree: FileTree, epoch: int) -> FileTree:
     return FileTree(entries=entries, label=tree.label)
 
 
-def label_value(
-    policy: Policy, source_date_epoch: int | None, directory_epoch: int | None = None
-) -> str:
-    """``clamp``, ``clamp;epoch=E``, ``clamp;epoch=E;dirs=T`` ... (``dirs`` with clamp only)."""
-    out: str = policy
-    if source_date_epoch is not None:
-        out += f";epoch={source_date_epoch}"
-    if directory_epoch is not None and policy == "clamp":
-        out += f";dirs={directory_epoch}"
-    return out
+def directory_epoch(tree: FileTree, ownership: Ownership, carried: int | None = None) -> int | None:
+    """``T`` for this build: the previous build's when it recorded one (``carried``), else the
+    start of the year of this image's oldest stable time.
 
-
-def _fields(value: str) -> tuple[str, dict[str, int]]:
-    policy, *rest = value.split(";")
-    out: dict[str, int] = {}
-    for item in rest:
-        key, _, num = item.partition("=")
-        digits = num[1:] if num.startswith("-") else num
-        if key in ("epoch", "dirs") and digits.isdigit() and len(digits) <= 19:
-            out[key] = int(num)
-    return policy, out
-
-
-def parse_label(value: str) -> tuple[Policy, int | None] | None:
-    """(policy, epoch) from the label value, or None when it is not one we wrote."""
-    policy, fields = _fields(value)
-    epoch = fields.get("epoch")
-    if epoch is not None and epoch < 0:
-        epoch = None
-    if policy == "clamp":
-        return "clamp", epoch
-    if policy == "keep":
-        return "keep", epoch
-    return None
-
-
-def directory_epoch(
-    tree: FileTree, ownership: Ownership, previous_label: str | None = None
-) -> int | None:
-    """``T`` for this build: the previous build's (its ``org.pkgchunk.mtime`` label value),
-    else the start of the year of this image's oldest stable time."""
-    carried = parse_directory_epoch(previous_label)
+    Carried over so directory entries never move once chosen: a value computed afresh from
+    each image would move whenever the image's oldest package does.
+    """
     if carried is not None:
         return carried
     return oldest_year_start(stable_times(tree, ownership))
-
-
-def parse_directory_epoch(value: str | None) -> int | None:
-    """The directories' limit a ``clamp`` label records (None when absent or malformed).
-
-    The next build carries it over, so directory entries never move once chosen: a value
-    computed afresh from each image would move whenever the image's oldest package does.
-    """
-    if not value:
-        return None
-    policy, fields = _fields(value)
-    return fields.get("dirs") if policy == "clamp" else None

@@ -1,4 +1,7 @@
-"""The ``org.pkgchunk.plan`` config label: the plan and change history the next build needs.
+"""What pkgchunk records in an image's config labels, and its one codec (:class:`BuildRecord`).
+
+``org.pkgchunk.mtime`` holds the mtime policy (:class:`MtimeRecord`). ``org.pkgchunk.plan``
+holds the plan and change history the next build needs:
 
 Stored in the image config (podman and skopeo keep config labels, they drop
 layer annotations). Compact JSON, for example::
@@ -23,15 +26,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pkgchunk.errors import InputError
-from pkgchunk.layers import LayerSpec
-from pkgchunk.pkgdb.model import Ownership
-from pkgchunk.plan import frequency, planner
-from pkgchunk.plan.groups import DerivedMode, Group, build_groups
+from pkgchunk.plan.groups import Group
+from pkgchunk.plan.mtimes import POLICIES, Policy
 from pkgchunk.plan.planner import GroupHistory, Plan, PreviousLayer, PreviousPlan
-from pkgchunk.plan.rules import Rules
-from pkgchunk.tree import FileTree
 
 LABEL = "org.pkgchunk.plan"
+#: The mtime policy and its epochs, so ``verify`` can apply it to the input.
+MTIME_LABEL = "org.pkgchunk.mtime"
 FORMAT_VERSION = 1
 HISTORY_CAP = 50
 MAX_LABEL_CHARS = 8 << 20
@@ -136,62 +137,92 @@ def decode(label: str) -> PreviousPlan:
     return PreviousPlan(layers=tuple(layers), history=history, builds=builds)
 
 
-def previous_from_labels(
-    labels: Mapping[str, str] | None,
-) -> tuple[PreviousPlan | None, tuple[str, ...]]:
-    """The previous plan from an image config's labels, and warnings (a bad label is
-    ignored with a warning: the build then plans from scratch)."""
-    if not labels or LABEL not in labels:
-        return None, ()
-    value = labels[LABEL]
-    if not isinstance(value, str):
-        return None, (f"{LABEL} label: not a string; planning from scratch",)
-    try:
-        return decode(value), ()
-    except InputError as err:
-        return None, (f"{err}; planning from scratch",)
+def _mtime_fields(value: str) -> tuple[str, dict[str, int]]:
+    policy, *rest = value.split(";")
+    out: dict[str, int] = {}
+    for item in rest:
+        key, _, num = item.partition("=")
+        digits = num[1:] if num.startswith("-") else num
+        if key in ("epoch", "dirs") and digits.isdigit() and len(digits) <= 19:
+            out[key] = int(num)
+    return policy, out
 
 
 @dataclass(frozen=True)
-class PlanOutcome:
-    """Everything ``rechunk`` needs from planning: what to write and what to record."""
+class MtimeRecord:
+    """The mtime policy a build applied, so ``verify`` can re-derive it and the next build can
+    carry the directories' limit ``T`` (``dirs``) over. ``dirs`` is recorded with clamp only."""
 
-    groups: tuple[Group, ...]
-    probabilities: Mapping[str, float]
-    plan: Plan
-    layer_specs: tuple[LayerSpec, ...]
-    label: str
-    warnings: tuple[str, ...]
+    policy: Policy
+    source_date_epoch: int | None = None
+    directory_epoch: int | None = None
+
+    def label(self) -> str:
+        """``clamp``, ``clamp;epoch=E``, ``clamp;epoch=E;dirs=T`` ..."""
+        out: str = self.policy
+        if self.source_date_epoch is not None:
+            out += f";epoch={self.source_date_epoch}"
+        if self.directory_epoch is not None and self.policy == "clamp":
+            out += f";dirs={self.directory_epoch}"
+        return out
+
+    @classmethod
+    def parse(cls, value: str | None) -> MtimeRecord | None:
+        """The record a label value holds, or None when it is not one pkgchunk wrote.
+
+        Hostile input: malformed numbers are dropped field by field, a negative
+        SOURCE_DATE_EPOCH is ignored, an unknown policy makes the whole value unknown."""
+        if not value:
+            return None
+        policy, fields = _mtime_fields(value)
+        if policy not in POLICIES:
+            return None
+        epoch = fields.get("epoch")
+        if epoch is not None and epoch < 0:
+            epoch = None
+        dirs = fields.get("dirs") if policy == "clamp" else None
+        return cls("clamp" if policy == "clamp" else "keep", epoch, dirs)
 
 
-def plan_image(
-    tree: FileTree,
-    ownership: Ownership,
-    rules: Rules,
-    previous_labels: Mapping[str, str] | None = None,
-    *,
-    max_layers: int | None = None,
-    fresh: bool = False,
-    derived: DerivedMode = "separate",
-) -> PlanOutcome:
-    """Groups, probabilities, plan, layer specs and the new label in one call.
+@dataclass(frozen=True)
+class BuildRecord:
+    """Everything pkgchunk recorded in an image's config labels, decoded once.
 
-    ``previous_labels`` are the config labels of the previous build (or None);
-    ``fresh`` ignores its layout but keeps its change history. ``derived="follow"``
-    puts generated files with their origin's group; only right when the mtime policy
-    clamps them like their origin (``mtimes`` "clamp" does), else they would drag that
-    group's layer along on every build (docs/planner.md, "Derived files").
-    """
-    previous, warnings = previous_from_labels(previous_labels)
-    groups = build_groups(tree, ownership, rules, derived=derived)
-    probs = frequency.probabilities(groups, ownership.packages, previous)
-    layout = None if fresh else previous
-    result = planner.plan(groups, probs, max_layers or rules.max_layers, layout)
-    return PlanOutcome(
-        groups=groups,
-        probabilities=probs,
-        plan=result,
-        layer_specs=tuple(planner.to_layer_specs(result)),
-        label=encode(result, groups, previous),
-        warnings=warnings,
-    )
+    The previous build reaches the planner, the mtime policy, ``diff`` and ``verify`` only
+    as this record, never as a raw labels dict. ``warnings`` say what was ignored (a bad
+    plan label means planning from scratch, never a crash)."""
+
+    plan: PreviousPlan | None = None
+    mtime: MtimeRecord | None = None
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def from_labels(cls, labels: Mapping[str, object] | None) -> BuildRecord:
+        if not labels:
+            return cls()
+        plan: PreviousPlan | None = None
+        warnings: list[str] = []
+        value = labels.get(LABEL)
+        if value is not None:
+            if not isinstance(value, str):
+                warnings.append(f"{LABEL} label: not a string; planning from scratch")
+            else:
+                try:
+                    plan = decode(value)
+                except InputError as err:
+                    warnings.append(f"{err}; planning from scratch")
+        raw_mtime = labels.get(MTIME_LABEL)
+        mtime = MtimeRecord.parse(raw_mtime) if isinstance(raw_mtime, str) else None
+        return cls(plan=plan, mtime=mtime, warnings=tuple(warnings))
+
+    @property
+    def carried_directory_epoch(self) -> int | None:
+        """``T`` for the next clamp build (None when this build recorded none)."""
+        if self.mtime is None or self.mtime.policy != "clamp":
+            return None
+        return self.mtime.directory_epoch
+
+
+def record_labels(plan_label: str, mtime: MtimeRecord) -> dict[str, str]:
+    """The config labels that record a build (the inverse of :meth:`BuildRecord.from_labels`)."""
+    return {LABEL: plan_label, MTIME_LABEL: mtime.label()}

@@ -22,8 +22,8 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pkgchunk.errors import RulesError
-from pkgchunk.oci.blobs import open_blob
 from pkgchunk.pkgdb.model import Ownership
+from pkgchunk.safeopen import open_regular
 
 Frequency = Literal["high", "medium", "low"]
 GroupBy = Literal["source", "name"]
@@ -36,6 +36,7 @@ MAX_EVENTS = 200_000
 MAX_ITEMS = 10_000
 #: Digits an integer or size may have (Python refuses to convert > 4300).
 MAX_INT_CHARS = 30
+#: The one default and upper bound of the layer budget, for the rules file and the CLI alike.
 MAX_LAYERS_LIMIT = 500
 DEFAULT_MAX_LAYERS = 64
 DEFAULT_BIG_FILE_THRESHOLD = 16 << 20
@@ -461,7 +462,7 @@ def _shipped_path(name: str) -> Path | None:
 
 def _read(path: Path, label: str) -> Rules:
     try:
-        with open_blob(os.fspath(path)) as f:
+        with open_regular(os.fspath(path)) as f:
             raw = f.read(MAX_RULES_BYTES + 1)
     except OSError as err:
         raise RulesError(f"{label}: cannot read: {err.strerror or err}") from None
@@ -511,7 +512,3 @@ def default_rules_name(ownership: Ownership) -> str:
     if any(f.startswith("dpkg") for f in formats):
         return "debian"
     return "generic"
-
-
-def default_rules_for(ownership: Ownership) -> Rules:
-    return load_rules(default_rules_name(ownership))

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from pkgchunk.errors import InputError
-from pkgchunk.image import Image
 from pkgchunk.refs import ImageRef
-from pkgchunk.transport.skopeo import Store, parse_store, run, skopeo_name, tool
+from pkgchunk.transport.proc import run, tool
+from pkgchunk.transport.skopeo import Store, parse_store, skopeo_name
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +33,18 @@ def _podman_args(store: Store) -> list[str]:
     return args
 
 
-def mount_image(ref: ImageRef) -> Image:
-    """Read a containers-storage image in place through ``podman image mount``."""
-    from pkgchunk.oci.blobs import parse_json
-    from pkgchunk.oci.rootfs import read_rootfs
+@dataclass(frozen=True)
+class Mounted:
+    """A containers-storage image mounted read-only: its root directory and raw config."""
 
+    path: str
+    config: bytes
+    release: Callable[[], None]
+
+
+def mount(ref: ImageRef) -> Mounted:
+    """Mount a containers-storage image through ``podman image mount``; the caller reads
+    ``path`` and must call ``release``."""
     label = str(ref)
     podman = tool("podman", f"{label}: --mount")
     skopeo = tool("skopeo", f"{label}: reading the image config")
@@ -46,10 +55,9 @@ def mount_image(ref: ImageRef) -> Image:
         )
     store = parse_store(ref)
     base = [podman, *_podman_args(store)]
-    config_text = run(
+    config = run(
         [skopeo, "inspect", "--config", "--raw", skopeo_name(ref)], label, InputError
-    )
-    config = parse_json(label, config_text.encode(), "config")
+    ).encode()
     path = run([*base, "image", "mount", store.name], label, InputError).strip()
     unmount = [*base, "image", "unmount", store.name]
 
@@ -59,13 +67,7 @@ def mount_image(ref: ImageRef) -> Image:
         except InputError as err:
             log.warning("%s", err)
 
-    try:
-        if not path or not os.path.isdir(path):
-            raise InputError(f"{label}: podman image mount gave no directory ({path!r})")
-        image = read_rootfs(path, ref=label)
-    except BaseException:
+    if not path or not os.path.isdir(path):
         release()
-        raise
-    image.config = config
-    image.cleanups.append(release)
-    return image
+        raise InputError(f"{label}: podman image mount gave no directory ({path!r})")
+    return Mounted(path, config, release)

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from pkgchunk.errors import InputError
 from pkgchunk.refs import ImageRef
-from pkgchunk.transport.skopeo import Side, auth_args, by_digest, run, skopeo_name, tool
+from pkgchunk.transport.proc import run, tool
+from pkgchunk.transport.skopeo import Side, auth_args, by_digest, skopeo_name
 
 if TYPE_CHECKING:
     from pkgchunk.oci.read import Source

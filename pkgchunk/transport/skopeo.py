@@ -17,35 +17,24 @@ only needs manifests (``diff``, a previous build) uses ``skopeo inspect``
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
-import re
-import shutil
-import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
 from pkgchunk import progress
-from pkgchunk.errors import InputError, OutputError, PkgchunkError, ToolMissingError
-from pkgchunk.image import Image
+from pkgchunk.errors import InputError, OutputError
 from pkgchunk.refs import REMOTE_TRANSPORTS, ImageRef
-
-if TYPE_CHECKING:
-    from pkgchunk.layers import LayerSpec
-    from pkgchunk.oci.write import WriteOptions, WriteResult
-    from pkgchunk.tree import FileTree
+from pkgchunk.transport.proc import run, tool
 
 log = logging.getLogger(__name__)
 
 Side = Literal["src", "dest"]
 
 #: The tag used inside the temporary layouts.
-_TAG = "pkgchunk"
+TAG = "pkgchunk"
 
 @dataclass(frozen=True)
 class TransportOptions:
@@ -67,6 +56,11 @@ class TransportOptions:
     mount: bool = False
 
 
+#: Ambient on purpose: these are the user's skopeo/podman settings (store, TLS, credentials)
+#: for one CLI invocation, needed by every skopeo call however deep (inputs, the previous
+#: build, DEST's tag lookup, diff), and never by the stages in between; threading them
+#: through io, previous, rechunk, diff and verify would add a parameter to every function
+#: on the way and change no behaviour. Set once by the CLI, read only in transport/.
 _OPTIONS: ContextVar[TransportOptions] = ContextVar(
     "pkgchunk_transport_options", default=TransportOptions()  # noqa: B039 - frozen
 )
@@ -88,15 +82,6 @@ def transport_options(opts: TransportOptions) -> Iterator[TransportOptions]:
 
 def is_remote(ref: ImageRef) -> bool:
     return ref.transport in REMOTE_TRANSPORTS
-
-
-def tool(name: str, why: str) -> str:
-    """Path of ``name`` or ToolMissingError saying how to install it."""
-    path = shutil.which(name)
-    if path is None:
-        raise ToolMissingError(f"{why} needs {name}, which is not installed (apt-get install"
-                               f" {name}, dnf install {name})")
-    return path
 
 
 # --------------------------------------------------------------------------- references
@@ -194,73 +179,6 @@ def auth_args(ref: ImageRef, side: Side, *, inspect: bool = False) -> list[str]:
     return args
 
 
-def _shown(cmd: Sequence[str]) -> str:
-    """A command line for the debug log, passwords hidden."""
-    out = []
-    for arg in cmd:
-        key, eq, value = arg.partition("=")
-        if eq and key.endswith("creds") and ":" in value:
-            arg = f"{key}={value.partition(':')[0]}:***"
-        out.append(arg)
-    return " ".join(out)
-
-
-def _message(stderr: str) -> str:
-    """skopeo's own error text in one line (its logrus ``msg="..."`` when it has one)."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    for line in reversed(lines):
-        m = re.search(r'msg="((?:[^"\\]|\\.)*)"', line)
-        if m:
-            text = m.group(1).encode().decode("unicode_escape", "replace")
-            return " ".join(text.split())
-    return " ".join(lines[-1].split()) if lines else "failed without a message"
-
-
-def run(
-    cmd: Sequence[str],
-    label: str,
-    error: type[PkgchunkError],
-    *,
-    show_output: bool = False,
-    env: Mapping[str, str] | None = None,
-) -> str:
-    """Run a tool; its stdout, or ``error`` naming ``label`` with the tool's own message.
-
-    ``show_output`` sends the tool's progress lines to our stderr (never our stdout,
-    which may carry a JSON document).
-    """
-    log.debug("running %s", _shown(cmd))
-    direct = show_output and _has_fd(sys.stderr)
-    try:
-        proc = subprocess.run(
-            list(cmd),
-            stdout=sys.stderr if direct else subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **env} if env else None,
-            check=False,
-        )
-    except OSError as err:
-        raise error(f"{label}: cannot run {cmd[0]}: {err.strerror or err}") from None
-    if show_output and not direct and proc.stdout:
-        sys.stderr.write(proc.stdout.decode("utf-8", "replace"))  # a captured stderr (tests)
-    stderr = proc.stderr.decode("utf-8", "replace")
-    if proc.returncode != 0:
-        words = [a for a in cmd[1:] if not a.startswith("-")][:2]
-        verb = " ".join(words if words[:1] == ["image"] else words[:1])
-        raise error(f"{label}: {os.path.basename(cmd[0])} {verb} failed: {_message(stderr)}")
-    if stderr.strip():
-        log.debug("%s: %s", os.path.basename(cmd[0]), stderr.strip())
-    return "" if show_output else proc.stdout.decode("utf-8", "replace")
-
-
-def _has_fd(stream: object) -> bool:
-    try:
-        return isinstance(stream.fileno(), int)  # type: ignore[attr-defined]
-    except (AttributeError, OSError, ValueError):
-        return False
-
-
 def _copy_args() -> list[str]:
     return [] if progress.enabled() else ["--quiet"]
 
@@ -278,72 +196,37 @@ def fetch(ref: ImageRef, workdir: str) -> ImageRef:
         cmd.append("--dest-oci-accept-uncompressed-layers")
     if ref.transport == "docker":
         cmd.append("--retry-times=3")
-    cmd += [skopeo_name(ref), f"oci:{layout}:{_TAG}"]
+    cmd += [skopeo_name(ref), f"oci:{layout}:{TAG}"]
     with progress.step(f"copying {ref} with skopeo"):
         run(cmd, str(ref), InputError, show_output=progress.enabled())
-    return ImageRef("oci", layout, _TAG)
-
-
-def open_remote(ref: ImageRef, *, max_bytes: int) -> Image:
-    """A flattened Image of a ``containers-storage:`` or ``docker://`` reference."""
-    from pkgchunk.oci.read import read_image
-
-    if ref.transport == "containers-storage" and current().mount:
-        from pkgchunk.transport.podman import mount_image
-
-        return mount_image(ref)
-    workdir = tempfile.mkdtemp(prefix="pkgchunk-fetch-")
-    try:
-        local = fetch(ref, workdir)
-        image = read_image(local, max_bytes=max_bytes)
-    except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    image.ref = str(ref)
-    image.tree.label = str(ref)
-    image.cleanups.append(lambda: shutil.rmtree(workdir, ignore_errors=True))
-    return image
+    return ImageRef("oci", layout, TAG)
 
 
 # --------------------------------------------------------------------------- writing
 
 
-def write_remote(
-    tree: FileTree,
-    config: Mapping[str, Any],
-    specs: Sequence[LayerSpec],
-    ref: ImageRef,
-    opts: WriteOptions,
-) -> WriteResult:
-    """Write an OCI layout in a temporary directory, then ``skopeo copy`` it to ``ref``."""
-    from pkgchunk.oci.write import write_image
-
+def push(layout: ImageRef, ref: ImageRef) -> str | None:
+    """``skopeo copy`` a written layout to ``ref``; the manifest digest the destination
+    stored (None when skopeo did not say). The layout is the caller's to delete."""
     label = str(ref)
     skopeo = tool("skopeo", f"{label}: writing {ref.transport}: images")
-    if ref.transport == "containers-storage":
-        parse_store(ref)  # a malformed store fails before any work
-    workdir = tempfile.mkdtemp(prefix="pkgchunk-push-")
+    digest_file = os.path.join(os.path.dirname(layout.path), "digest")
+    cmd = [skopeo, "copy", *_copy_args(), *auth_args(ref, "dest"),
+           f"--digestfile={digest_file}"]
+    if ref.transport == "docker":
+        cmd.append("--retry-times=3")
+    cmd += [str(layout), skopeo_name(ref)]
+    with progress.step(f"copying to {label} with skopeo"):
+        run(cmd, label, OutputError, show_output=progress.enabled())
     try:
-        layout = ImageRef("oci", os.path.join(workdir, "layout"), _TAG)
-        result = write_image(tree, config, specs, layout, opts)
-        digest_file = os.path.join(workdir, "digest")
-        cmd = [skopeo, "copy", *_copy_args(), *auth_args(ref, "dest"),
-               f"--digestfile={digest_file}"]
-        if ref.transport == "docker":
-            cmd.append("--retry-times=3")
-        cmd += [str(layout), skopeo_name(ref)]
-        with progress.step(f"copying to {label} with skopeo"):
-            run(cmd, label, OutputError, show_output=progress.enabled())
-        try:
-            with open(digest_file) as f:
-                manifest_digest = f.read(200).strip() or result.manifest_digest
-        except OSError:
-            manifest_digest = result.manifest_digest
-        if manifest_digest != result.manifest_digest:
-            log.info(
-                "%s: the destination stored manifest %s (written as %s)",
-                label, manifest_digest, result.manifest_digest,
-            )
-        return dataclasses.replace(result, ref=label, manifest_digest=manifest_digest)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        with open(digest_file) as f:
+            return f.read(200).strip() or None
+    except OSError:
+        return None
+
+
+def check_destination(ref: ImageRef) -> None:
+    """Fail before any work on a destination skopeo could never write."""
+    tool("skopeo", f"{ref}: writing {ref.transport}: images")
+    if ref.transport == "containers-storage":
+        parse_store(ref)

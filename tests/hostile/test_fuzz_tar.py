@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pkgchunk.errors import InputError, OutputError
-from pkgchunk.layers import LayerSpec
+from pkgchunk.image import LayerSpec
 from pkgchunk.oci.archive import unpack
 from pkgchunk.oci.flatten import flatten
 from pkgchunk.oci.spool import Budget, LayerBlob, spool

@@ -17,7 +17,6 @@ from pkgchunk.errors import InputError
 from pkgchunk.oci import flatten as flatten_mod
 from pkgchunk.oci.flatten import MAX_DEVICE, flatten
 from pkgchunk.oci.targuard import MAX_EXT_CHAIN, MAX_EXT_HEADER
-from pkgchunk.rechunk import rechunk
 from pkgchunk.tree import FileTree, encode_path
 from pkgchunk.verify import verify
 from tests.hostile.crafted import (
@@ -33,6 +32,7 @@ from tests.hostile.crafted import (
     within,
 )
 from tests.imagebuild import directory, file, hardlink, symlink, tar_bytes
+from tests.oci.rewrite import rechunk
 
 
 def flat(tmp_path: Path, *tars: bytes) -> FileTree:

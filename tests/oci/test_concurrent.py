@@ -85,8 +85,8 @@ def test_failed_writer_keeps_a_new_layout_another_committed_to(tmp_path: Path) -
     """Writer A created the layout and then failed; meanwhile writer B committed its tag
     there: A's cleanup must not take B's image with it. With nothing committed, the
     directories A created go."""
+    from pkgchunk.oci.mediatypes import OCI_MANIFEST
     from pkgchunk.oci.store import (
-        MANIFEST_MEDIA_TYPE,
         BlobStore,
         add_to_index,
         init_layout,
@@ -97,7 +97,7 @@ def test_failed_writer_keeps_a_new_layout_another_committed_to(tmp_path: Path) -
     created = init_layout(str(dest), "A")
     assert created == str(tmp_path / "new")
     b = BlobStore(str(dest), "B")
-    desc = b.put_bytes(b'{"schemaVersion":2,"layers":[]}', MANIFEST_MEDIA_TYPE)
+    desc = b.put_bytes(b'{"schemaVersion":2,"layers":[]}', OCI_MANIFEST)
     add_to_index(str(dest), desc, "b", "B", [desc.digest])
     remove_new_layout(str(dest), created, "A")
     assert layout_tags(dest) == {"b": desc.digest}

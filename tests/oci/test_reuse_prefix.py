@@ -19,7 +19,7 @@ from pkgchunk.oci.compress import LAYER_MEDIA_TYPES, HashingSink
 from pkgchunk.oci.tarwrite import write_layer
 from pkgchunk.oci.write import ReusableBlob, WriteOptions, write_image
 from tests.helpers import require_tool
-from tests.writecases import make_source, sha256, split_specs
+from tests.oci.writecases import make_source, sha256, split_specs
 
 
 def _tar(size: int) -> bytes:
@@ -76,7 +76,7 @@ def test_unreadable_blob_means_unknown(tmp_path: Path) -> None:
 def _count_hash_passes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record each full diff_id pass (a write_layer into a HashingSink with no output)."""
     seen: list[str] = []
-    real = write_mod.write_layer
+    real = write_mod.write_layer  # type: ignore[attr-defined]
 
     def spy(tree, paths, out, **kw):  # type: ignore[no-untyped-def]
         if isinstance(out, HashingSink) and out._out is None:

@@ -18,11 +18,11 @@ import pytest
 
 from pkgchunk.io import open_image
 from pkgchunk.oci.write import WriteOptions
-from pkgchunk.rechunk import rechunk
 from pkgchunk.tree import FileTree, decode_path
 from pkgchunk.verify import verify
 from tests.helpers import require_tool
-from tests.writecases import make_source
+from tests.oci.rewrite import rechunk
+from tests.oci.writecases import make_source
 
 
 def run(*args: str) -> str:

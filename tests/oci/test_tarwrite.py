@@ -13,11 +13,11 @@ import pytest
 import zstandard
 
 from pkgchunk.errors import InputError, OutputError
-from pkgchunk.layers import LayerSpec
+from pkgchunk.image import LayerSpec
 from pkgchunk.oci.compress import HashingSink, check_level, compressor
 from pkgchunk.oci.tarwrite import check_specs, members, write_layer
 from pkgchunk.tree import Entry, FileTree, encode_path
-from tests.writecases import TreeBuilder
+from tests.oci.writecases import TreeBuilder
 
 T = 1_700_000_000
 BAD = "caf\udce9"  # b"caf\xe9": not UTF-8
@@ -45,7 +45,7 @@ def sample(root: Path) -> FileTree:
 
 def layer_bytes(tree: FileTree, paths: list[str] | None = None, **kw: int | None) -> bytes:
     buf = io.BytesIO()
-    write_layer(tree, tree.paths() if paths is None else paths, buf, **kw)  # type: ignore[arg-type]
+    write_layer(tree, tree.paths() if paths is None else paths, buf, **kw)
     return buf.getvalue()
 
 

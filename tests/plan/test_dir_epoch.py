@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pkgchunk.io import open_image
-from pkgchunk.plan import mtimes
+from pkgchunk.plan.record import BuildRecord
 from pkgchunk.rechunk import PlanOptions, RechunkResult, rechunk_packages
 from pkgchunk.verify import verify
 from tests.debbuild import build_deb, install, new_root
@@ -71,7 +71,7 @@ def test_updating_the_oldest_package_moves_no_other_layer(
     # alpha 1.0 (2019) is gone, yet the directories keep the limit v1 recorded
     assert v2.planned.directory_epoch == _t(2019, 1)
     with open_image(f"oci:{out}:v2") as image:
-        assert mtimes.parse_directory_epoch(image.labels[mtimes.LABEL]) == _t(2019, 1)
+        assert BuildRecord.from_labels(image.labels).carried_directory_epoch == _t(2019, 1)
     assert _digest_of(v2, "alpha") != _digest_of(v1, "alpha")
     for source in ("beta", "gamma"):
         assert _digest_of(v2, source) == _digest_of(v1, source), source

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import calendar
+from typing import cast
 
 from pkgchunk.pkgdb.model import Ownership, Package
 from pkgchunk.plan import mtimes
-from pkgchunk.tree import DataRef, Entry, FileTree
+from pkgchunk.plan.record import MTIME_LABEL, BuildRecord, MtimeRecord
+from pkgchunk.tree import DataRef, Entry, FileTree, Kind
 
 #: 2023-01-01 UTC: directories of an image whose oldest payload is from 2023 clamp to it.
 Y2023 = calendar.timegm((2023, 1, 1, 0, 0, 0))
@@ -22,7 +24,7 @@ def _tree(**mt: int) -> FileTree:
     entries = {}
     for name, t in mt.items():
         path = name.replace("__", "/")
-        kind = "dir" if path.endswith("_d") else "reg"
+        kind: Kind = "dir" if path.endswith("_d") else "reg"
         entries[path] = Entry(path=path, kind=kind, mode=0o644, mtime=t, size=1,
                               data=DataRef("/dev/null") if kind == "reg" else None)
     return FileTree(entries=entries)
@@ -111,7 +113,8 @@ def _entries(spec: dict[str, tuple[str, int]] | None = None, **kw: tuple[str, in
     out = {}
     named = {k.replace("__", "/"): v for k, v in kw.items()}
     for path, (kind, t) in {**named, **(spec or {})}.items():
-        out[path] = Entry(path=path, kind=kind, mode=0o755, mtime=t, size=1 if kind == "reg" else 0,
+        out[path] = Entry(path=path, kind=cast(Kind, kind), mode=0o755, mtime=t,
+                          size=1 if kind == "reg" else 0,
                           data=DataRef("/dev/null") if kind == "reg" else None)
     return FileTree(entries=out)
 
@@ -190,19 +193,23 @@ def test_symlink_to_a_file_still_counts() -> None:
     assert mtimes.stable_times(t, own) == {"a": 200}
 
 
+def _dirs(value: str) -> int | None:
+    return BuildRecord.from_labels({MTIME_LABEL: value}).carried_directory_epoch
+
+
 def test_label_records_epoch_and_directory_limit() -> None:
-    value = mtimes.label_value("clamp", 1700000000, Y2023)
+    value = MtimeRecord("clamp", 1700000000, Y2023).label()
     assert value == f"clamp;epoch=1700000000;dirs={Y2023}"
-    assert mtimes.parse_label(value) == ("clamp", 1700000000)
-    assert mtimes.parse_directory_epoch(value) == Y2023
-    assert mtimes.parse_label("clamp") == ("clamp", None)
-    assert mtimes.parse_directory_epoch("clamp;dirs=-86400") == -86400
-    assert mtimes.label_value("keep", None, Y2023) == "keep"  # keep moves no directory
-    assert mtimes.parse_directory_epoch("keep;dirs=5") is None
+    assert MtimeRecord.parse(value) == MtimeRecord("clamp", 1700000000, Y2023)
+    assert _dirs(value) == Y2023
+    assert MtimeRecord.parse("clamp") == MtimeRecord("clamp", None, None)
+    assert _dirs("clamp;dirs=-86400") == -86400
+    assert MtimeRecord("keep", None, Y2023).label() == "keep"  # keep moves no directory
+    assert _dirs("keep;dirs=5") is None
     for bad in ("", "clamp;dirs=", "clamp;dirs=1e9", "clamp;dirs=" + "9" * 40, "other;dirs=5"):
-        assert mtimes.parse_directory_epoch(bad) is None, bad
-    assert mtimes.parse_label("clamp;epoch=-5") == ("clamp", None)
-    assert mtimes.parse_label("nonsense") is None
+        assert _dirs(bad) is None, bad
+    assert MtimeRecord.parse("clamp;epoch=-5") == MtimeRecord("clamp", None, None)
+    assert MtimeRecord.parse("nonsense") is None
 
 
 def test_carried_directory_limit_wins_over_this_image() -> None:
@@ -210,7 +217,7 @@ def test_carried_directory_limit_wins_over_this_image() -> None:
     tree = _entries({"usr": ("dir", d(900)), "usr/bin": ("dir", d(900)),
                      "usr/bin/a": ("reg", d(400))})
     assert mtimes.directory_epoch(tree, own) == calendar.timegm((2024, 1, 1, 0, 0, 0))
-    carried = mtimes.directory_epoch(tree, own, mtimes.label_value("clamp", None, Y2023))
+    carried = mtimes.directory_epoch(tree, own, _dirs(MtimeRecord("clamp", None, Y2023).label()))
     assert carried == Y2023
     out = mtimes.apply(tree, own, directory_epoch=carried)
     assert out.entries["usr/bin"].mtime == Y2023

@@ -7,15 +7,18 @@ import json
 import pytest
 
 from pkgchunk.errors import InputError
+from pkgchunk.plan.compose import compose
 from pkgchunk.plan.groups import Group
 from pkgchunk.plan.planner import GroupHistory, Plan, PreviousLayer, PreviousPlan, plan
 from pkgchunk.plan.record import (
     HISTORY_CAP,
     LABEL,
+    MTIME_LABEL,
+    BuildRecord,
+    MtimeRecord,
     decode,
     encode,
-    plan_image,
-    previous_from_labels,
+    record_labels,
 )
 from pkgchunk.plan.rules import parse_rules
 from tests.plan.test_groups import make_tree, ownership, pkg
@@ -103,17 +106,30 @@ def test_malformed_labels_are_refused_with_one_line(label: str, words: str) -> N
         decode(label)
     msg = str(info.value)
     assert msg.startswith(f"{LABEL} label: ") and words in msg and "\n" not in msg
-    previous, warnings = previous_from_labels({LABEL: label, "other": "x"})
-    assert previous is None
-    assert warnings == (f"{msg}; planning from scratch",)
+    record = BuildRecord.from_labels({LABEL: label, "other": "x"})
+    assert record.plan is None
+    assert record.warnings == (f"{msg}; planning from scratch",)
 
 
 def test_missing_label_is_no_previous_plan() -> None:
-    assert previous_from_labels(None) == (None, ())
-    assert previous_from_labels({"org.opencontainers.image.title": "x"}) == (None, ())
+    assert BuildRecord.from_labels(None) == BuildRecord()
+    assert BuildRecord.from_labels({"org.opencontainers.image.title": "x"}) == BuildRecord()
 
 
-def test_plan_image_is_the_whole_recipe() -> None:
+def test_record_round_trip_through_labels() -> None:
+    mtime = MtimeRecord("clamp", 1700000000, 1672531200)
+    label = '{"layers":[["src/a",[["src/a",3,1,"1.0"]]]],"n":3,"v":1}'
+    record = BuildRecord.from_labels(record_labels(label, mtime))
+    assert record.mtime == mtime and record.carried_directory_epoch == 1672531200
+    assert record.plan is not None and record.plan.builds == 3
+    assert BuildRecord.from_labels({MTIME_LABEL: "keep;dirs=5"}).carried_directory_epoch is None
+
+
+def _rec(label: str) -> BuildRecord:
+    return BuildRecord.from_labels({LABEL: label})
+
+
+def test_compose_is_the_whole_recipe() -> None:
     tree = make_tree(
         {
             "usr/bin/bash": 1 << 20,
@@ -127,7 +143,7 @@ def test_plan_image_is_the_whole_recipe() -> None:
         pkgdb=["var/lib/dpkg/status"],
     )
     rules = parse_rules("version: 1\nmax_layers: 3\nbuckets: [{name: etc, paths: [etc/*]}]\n", "r")
-    out = plan_image(tree, own, rules)
+    out = compose(tree, own, rules).outcome
     assert out.warnings == ()
     assert len(out.plan.layers) <= 3
     assert [s.paths for s in out.layer_specs] == [la.paths for la in out.plan.layers]
@@ -135,14 +151,14 @@ def test_plan_image_is_the_whole_recipe() -> None:
     assert out.probabilities["pkgdb"] == 1.0
     prev = decode(out.label)
 
-    again = plan_image(tree, own, rules, {LABEL: out.label}, max_layers=2)
+    again = compose(tree, own, rules, _rec(out.label), max_layers=2).outcome
     assert {la.name for la in again.plan.layers} <= {la.name for la in prev.layers}
     assert len(again.plan.layers) <= 2
     assert decode(again.label).builds == 2
 
-    broken = plan_image(tree, own, rules, {LABEL: "{"})
+    broken = compose(tree, own, rules, _rec("{")).outcome
     assert broken.warnings and broken.warnings[0].startswith(f"{LABEL} label: not JSON")
     assert decode(broken.label).builds == 1
-    fresh = plan_image(tree, own, rules, {LABEL: out.label}, fresh=True)
+    fresh = compose(tree, own, rules, _rec(out.label), fresh=True).outcome
     assert decode(fresh.label).builds == 2  # history kept, layout recomputed
     assert isinstance(fresh.plan, Plan)

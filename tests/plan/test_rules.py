@@ -11,7 +11,6 @@ from pkgchunk.pkgdb.model import Ownership, Package, PackageDb
 from pkgchunk.plan.rules import (
     BucketRule,
     Glob,
-    default_rules_for,
     default_rules_name,
     load_rules,
     parse_rules,
@@ -298,4 +297,6 @@ def test_default_rules_follow_the_image_family() -> None:
     assert default_rules_name(_ownership("dpkg", "bash", "base-files")) == "debian"
     assert default_rules_name(_ownership("dpkg-status.d", "libc6")) == "debian"
     assert default_rules_name(Ownership(dbs=(), packages={}, owners={})) == "generic"
-    assert default_rules_for(_ownership("dpkg", "bash")).source.endswith("debian.yaml")
+    assert load_rules(default_rules_name(_ownership("dpkg", "bash"))).source.endswith(
+        "debian.yaml"
+    )

@@ -16,12 +16,11 @@ from click.testing import CliRunner
 
 from pkgchunk.cli import cli
 from pkgchunk.errors import InputError, OutputError, ToolMissingError
-from pkgchunk.io import open_image
-from pkgchunk.layers import LayerSpec
-from pkgchunk.oci.write import write_image
+from pkgchunk.image import LayerSpec
+from pkgchunk.io import open_image, write_image
 from pkgchunk.plan.record import LABEL
 from pkgchunk.refs import parse_ref
-from pkgchunk.transport import remote, skopeo
+from pkgchunk.transport import proc, remote, skopeo
 from pkgchunk.transport.skopeo import TransportOptions, transport_options
 from pkgchunk.tree import FileTree
 from tests.helpers import require_tool
@@ -79,9 +78,9 @@ def test_skopeo_messages_become_one_line_and_passwords_stay_out_of_logs() -> Non
     stderr = (
         'noise\ntime="x" level=fatal msg="reading manifest v9 in h/a: manifest unknown: \\"x\\""\n'
     )
-    assert skopeo._message(stderr) == 'reading manifest v9 in h/a: manifest unknown: "x"'
-    assert skopeo._message("plain failure\n\n") == "plain failure"
-    shown = skopeo._shown(["skopeo", "copy", "--src-creds=me:secret", "--creds=you"])
+    assert proc._message(stderr) == 'reading manifest v9 in h/a: manifest unknown: "x"'
+    assert proc._message("plain failure\n\n") == "plain failure"
+    shown = proc._shown(["skopeo", "copy", "--src-creds=me:secret", "--creds=you"])
     assert "secret" not in shown and "--src-creds=me:***" in shown and "--creds=you" in shown
 
 

@@ -16,20 +16,19 @@ import pkgchunk.oci.write as write_mod
 from pkgchunk.cli import cli
 from pkgchunk.errors import OutputError, PkgchunkError, ToolMissingError
 from pkgchunk.image import Image
-from pkgchunk.io import open_image
+from pkgchunk.io import open_image, write_image
+from pkgchunk.oci.mediatypes import OCI_CONFIG, OCI_MANIFEST
 from pkgchunk.oci.store import (
-    CONFIG_MEDIA_TYPE,
-    MANIFEST_MEDIA_TYPE,
     BlobStore,
     add_to_index,
     canonical_json,
     referenced,
 )
-from pkgchunk.oci.write import WriteOptions, write_image
+from pkgchunk.oci.write import WriteOptions
 from pkgchunk.verify import compare
 from tests.imagebuild import build_image, build_index, write_layout
 from tests.imagebuild import file as tfile
-from tests.writecases import files_under, make_source, split_specs
+from tests.oci.writecases import files_under, make_source, split_specs
 
 
 @pytest.fixture
@@ -48,7 +47,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 def fail_during_layer(monkeypatch: pytest.MonkeyPatch, nth: int, exc: BaseException) -> None:
     """Make the nth layer write fail halfway through its tar."""
-    real = write_mod.write_layer
+    real = write_mod.write_layer  # type: ignore[attr-defined]
     calls = {"n": 0}
     lock = threading.Lock()
 
@@ -220,14 +219,14 @@ def test_rollback_spares_blobs_another_writer_now_uses(tmp_path: Path, image: Im
     out = tmp_path / "out"
     write(image, f"oci:{out}:base")
     store = BlobStore(str(out), "test")
-    shared = store.put_bytes(b'{"shared": true}', CONFIG_MEDIA_TYPE)
-    ours = store.put_bytes(b'{"only ours": true}', CONFIG_MEDIA_TYPE)
+    shared = store.put_bytes(b'{"shared": true}', OCI_CONFIG)
+    ours = store.put_bytes(b'{"only ours": true}', OCI_CONFIG)
     # Meanwhile another writer commits a tag whose manifest uses the shared blob.
     other = BlobStore(str(out), "other")
     manifest = other.put_bytes(
-        canonical_json({"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE,
+        canonical_json({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                         "config": shared.to_json(), "layers": []}),
-        MANIFEST_MEDIA_TYPE,
+        OCI_MANIFEST,
     )
     add_to_index(str(out), manifest, "other", "other", [shared.digest, manifest.digest])
     other.keep()
@@ -243,7 +242,7 @@ def test_index_update_refuses_a_vanished_blob(tmp_path: Path, image: Image) -> N
     write(image, f"oci:{out}:base")
     before = (out / "index.json").read_bytes()
     store = BlobStore(str(out), "test")
-    desc = store.put_bytes(b"{}", MANIFEST_MEDIA_TYPE)
+    desc = store.put_bytes(b"{}", OCI_MANIFEST)
     gone = "sha256:" + "0" * 64
     with pytest.raises(OutputError, match="disappeared while writing"):
         add_to_index(str(out), desc, "new", "test", [desc.digest, gone])

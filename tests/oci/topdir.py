@@ -1,15 +1,15 @@
-"""Placeholder layer grouping: by top-level directory, split by size, at most N layers.
+"""A package-blind layering for writer tests: by top-level directory, split by size, at
+most N layers, every path in exactly one layer and hardlink groups never split.
 
-It knows nothing about packages; the planner replaces it. It exists so the
-writer and ``rechunk`` have a correct plan to write: every path in exactly one
-layer and hardlink groups never split.
+The product plans by package (``pkgchunk.plan``); the writer tests need a correct plan of
+any image, with or without package databases, and this one is simple enough to trust.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pkgchunk.layers import LayerSpec
+from pkgchunk.image import LayerSpec
 from pkgchunk.tree import ENC, ERRORS, FileTree, encode_path
 
 #: Bytes a tar member costs beyond its content (its header), so many small

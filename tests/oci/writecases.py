@@ -10,7 +10,7 @@ from typing import Any
 
 import zstandard
 
-from pkgchunk.layers import LayerSpec
+from pkgchunk.image import LayerSpec
 from pkgchunk.tree import DataRef, Entry, FileTree, encode_path
 from tests.imagebuild import (
     Layer,

@@ -12,20 +12,22 @@ from typing import Any
 
 import pytest
 
+from pkgchunk.image import LayerSpec
 from pkgchunk.io import open_image
-from pkgchunk.layers import LayerSpec
 from pkgchunk.oci.compress import LAYER_MEDIA_TYPES, compressor
 from pkgchunk.oci.tarwrite import write_layer
 from pkgchunk.oci.write import LAYER_ANNOTATION, ReusableBlob, WriteOptions, write_image
 from pkgchunk.verify import compare
 from tests.imagebuild import summary
-from tests.writecases import CONFIG, decompress, files_under, make_source, sha256, split_specs
+from tests.oci.writecases import CONFIG, decompress, files_under, make_source, sha256, split_specs
 
 SDE = 1_700_000_050
 
 
 def layout_json(layout: Path, digest: str) -> dict[str, Any]:
-    return json.loads((layout / "blobs" / "sha256" / digest.split(":")[1]).read_bytes())
+    blob = layout / "blobs" / "sha256" / digest.split(":")[1]
+    doc: dict[str, Any] = json.loads(blob.read_bytes())
+    return doc
 
 
 def config_of(layout: Path, manifest_digest: str) -> dict[str, Any]:
@@ -204,7 +206,7 @@ def test_reproducible_across_runs_paths_and_jobs(tmp_path: Path) -> None:
                 result = write_image(
                     image.tree, image.config, split_specs(image.tree),
                     f"oci:{tmp_path}/out{n}-{compression}:t",
-                    WriteOptions(compression=compression, jobs=jobs,  # type: ignore[arg-type]
+                    WriteOptions(compression=compression, jobs=jobs,
                                  source_date_epoch=SDE),
                 )
                 digests.add((compression, result.manifest_digest))

@@ -1,0 +1,108 @@
+"""The one entry point of planning: a flattened tree, its ownership, the rules and the
+previous build's record in; the tree as it will be written, its layers and the new record out.
+
+Pure: no image or file I/O here (the caller reads the image, the package databases and the
+rules file), so the same inputs always give the same plan, and the benchmark and the CLI
+run exactly the same recipe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pkgchunk.image import LayerSpec
+from pkgchunk.pkgdb.model import Ownership
+from pkgchunk.plan import frequency, mtimes, planner
+from pkgchunk.plan.groups import DerivedMode, Group, build_groups
+from pkgchunk.plan.planner import Plan, PreviousPlan
+from pkgchunk.plan.record import BuildRecord, MtimeRecord, encode, record_labels
+from pkgchunk.plan.rules import Rules
+from pkgchunk.tree import FileTree
+
+
+@dataclass(frozen=True)
+class PlanOutcome:
+    """Everything ``rechunk`` needs from planning: what to write and what to record."""
+
+    groups: tuple[Group, ...]
+    probabilities: Mapping[str, float]
+    plan: Plan
+    layer_specs: tuple[LayerSpec, ...]
+    label: str
+    warnings: tuple[str, ...]
+
+
+def plan_layers(
+    tree: FileTree,
+    ownership: Ownership,
+    rules: Rules,
+    previous: PreviousPlan | None = None,
+    *,
+    max_layers: int | None = None,
+    fresh: bool = False,
+    derived: DerivedMode = "separate",
+    warnings: tuple[str, ...] = (),
+) -> PlanOutcome:
+    """Groups, probabilities, plan, layer specs and the new plan label for a tree whose
+    mtimes are final.
+
+    ``fresh`` ignores the previous layout but keeps its change history. ``derived="follow"``
+    puts generated files with their origin's group; only right when the mtime policy
+    clamps them like their origin (``mtimes`` "clamp" does), else they would drag that
+    group's layer along on every build (docs/planner.md, "Derived files").
+    """
+    groups = build_groups(tree, ownership, rules, derived=derived)
+    probs = frequency.probabilities(groups, ownership.packages, previous)
+    layout = None if fresh else previous
+    result = planner.plan(groups, probs, max_layers or rules.max_layers, layout)
+    return PlanOutcome(
+        groups=groups,
+        probabilities=probs,
+        plan=result,
+        layer_specs=tuple(planner.to_layer_specs(result)),
+        label=encode(result, groups, previous),
+        warnings=warnings,
+    )
+
+
+@dataclass(frozen=True)
+class Composition:
+    """A planned build: the tree with the mtime policy applied, its plan, and its record."""
+
+    tree: FileTree
+    outcome: PlanOutcome
+    mtime: MtimeRecord
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The config labels recording this build for the next one and for ``verify``."""
+        return record_labels(self.outcome.label, self.mtime)
+
+
+def compose(
+    tree: FileTree,
+    ownership: Ownership,
+    rules: Rules,
+    previous: BuildRecord | None = None,
+    *,
+    max_layers: int | None = None,
+    fresh: bool = False,
+    mtime_policy: mtimes.Policy = "clamp",
+    source_date_epoch: int | None = None,
+) -> Composition:
+    """Apply the mtime policy (carrying the previous build's directory limit), then plan."""
+    record = previous or BuildRecord()
+    dirs = None
+    if mtime_policy == "clamp":
+        dirs = mtimes.directory_epoch(tree, ownership, record.carried_directory_epoch)
+    final = mtimes.apply(
+        tree, ownership, policy=mtime_policy, source_date_epoch=source_date_epoch,
+        directory_epoch=dirs,
+    )
+    outcome = plan_layers(
+        final, ownership, rules, record.plan, max_layers=max_layers, fresh=fresh,
+        derived="follow" if mtime_policy == "clamp" else "separate",
+        warnings=record.warnings,
+    )
+    return Composition(final, outcome, MtimeRecord(mtime_policy, source_date_epoch, dirs))
