@@ -166,16 +166,16 @@ def packages(src: str, as_json: bool, ignore_pkgdb_errors: bool) -> None:
     """List SRC's package databases, each package's files and bytes, and what is unowned."""
     from pkgchunk.io import open_image
     from pkgchunk.pkgdb.ownership import collect
-    from pkgchunk.report import build, format_table, to_json
+    from pkgchunk.render import packages_json, packages_report, packages_table
 
     with open_image(src) as image:
         ownership = collect(image.tree, ignore_errors=ignore_pkgdb_errors)
-        report = build(image.tree, ownership)
+        report = packages_report(image.tree, ownership)
     _warn(report.warnings)
     if as_json:
-        _print_json(to_json(report))
+        _print_json(packages_json(report))
     else:
-        _say(format_table(report))
+        _say(packages_table(report))
 
 
 def _plan_options(f: F) -> F:
@@ -260,8 +260,8 @@ def rechunk_cmd(
         check_target(sbom[1])  # before the long work, not after
     from pkgchunk.oci.compress import check_level
     from pkgchunk.oci.write import WriteOptions
-    from pkgchunk.rechunk import PlanOptions, plan_table, rechunk_packages
-    from pkgchunk.report_json import rechunk_json
+    from pkgchunk.rechunk import PlanOptions, rechunk_packages
+    from pkgchunk.render import plan_table, rechunk_json
 
     try:
         check_level(compression, level)  # type: ignore[arg-type]
@@ -310,8 +310,8 @@ def plan_cmd(
     fresh: bool, mtime_policy: str, ignore_pkgdb_errors: bool, as_json: bool,
 ) -> None:
     """Show the layers `rechunk` would write for SRC (several: stacked), writing nothing."""
-    from pkgchunk.rechunk import PlanOptions, plan_only, plan_table
-    from pkgchunk.report_json import plan_json
+    from pkgchunk.rechunk import PlanOptions, plan_only
+    from pkgchunk.render import plan_json, plan_table
 
     popts = PlanOptions(
         rules=rules, max_layers=max_layers, prev=prev, fresh=fresh,
@@ -338,14 +338,14 @@ def diff_cmd(old: str, new: str, as_json: bool) -> None:
 
     Reads manifests and configs only (for docker:// through skopeo inspect).
     """
-    from pkgchunk.diff import changelog, diff, to_json
-    from pkgchunk.rechunk import human_size
+    from pkgchunk.diff import diff
+    from pkgchunk.render import diff_json, diff_text
 
     result = diff(old, new)
     if as_json:
-        _print_json(to_json(result))
+        _print_json(diff_json(result))
     else:
-        _say(changelog(result, human_size))
+        _say(diff_text(result))
 
 
 @cli.command("verify")
@@ -364,21 +364,14 @@ def verify_cmd(
     a: str, b: str, ignore_mtime: bool, mtime_clamp: int | None, as_json: bool
 ) -> None:
     """Compare images A and B path by path; exit 0 when they hold the same files, 1 when not."""
-    from pkgchunk.report_json import verify_json
+    from pkgchunk.render import verify_json, verify_text
     from pkgchunk.verify import verify
 
     result = verify(a, b, ignore_mtime=ignore_mtime, mtime_clamp=mtime_clamp)
     if as_json:
         _print_json(verify_json(a, b, result))
-    elif result.identical:
-        _say(f"identical: {result.paths} paths")
     else:
-        shown = result.differences[:20]
-        for diff in shown:
-            _say(str(diff))
-        more = len(result.differences) - len(shown)
-        if more:
-            _say(f"... and {more} more differences")
+        _say(verify_text(result))
     if not result.identical:
         sys.exit(1)
 

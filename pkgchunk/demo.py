@@ -29,7 +29,8 @@ from pkgchunk.oci.store import (
     init_layout,
 )
 from pkgchunk.oci.write import WriteOptions
-from pkgchunk.rechunk import PlanOptions, plan_table, rechunk_packages
+from pkgchunk.rechunk import PlanOptions, rechunk_packages
+from pkgchunk.render import plan_table, verify_text
 from pkgchunk.verify import verify
 
 TAG = "demo"
@@ -342,9 +343,5 @@ def run_demo(directory: str, echo: Callable[[str], None] = print, max_layers: in
         f" changed: {', '.join(g.group for g in change.groups) or 'nothing'}"
     )
     check = verify(src, dest)
-    if check.identical:
-        echo(f"identical: {check.paths} paths")
-        return True
-    for d in check.differences[:20]:
-        echo(str(d))
-    return False
+    echo(verify_text(check))
+    return check.identical

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from pkgchunk.errors import InputError
@@ -100,52 +99,3 @@ def diff(old: str | ImageRef, new: str | ImageRef) -> DiffResult:
         layers=tuple(layers),
         groups=groups,
     )
-
-
-def to_json(result: DiffResult) -> dict[str, object]:
-    return {
-        "old": result.old,
-        "new": result.new,
-        "pull_bytes": result.pull_bytes,
-        "total_bytes": result.total_bytes,
-        "docker_prefix_pull_bytes": result.prefix_pull_bytes,
-        "layers": [
-            {"name": lc.name, "digest": lc.digest, "bytes": lc.size, "pulled": lc.pulled}
-            for lc in result.layers
-        ],
-        "changed_groups": [
-            {"group": g.group, "old": g.old or None, "new": g.new or None, "layer": g.layer}
-            for g in result.groups
-        ],
-    }
-
-
-def changelog(result: DiffResult, size: Callable[[int], str]) -> str:
-    """The human report: each layer of NEW (pulled or held), what changed in which
-    layer, and the total a client pulls."""
-    lines = [f"{result.old} -> {result.new}"]
-    by_layer: dict[str, list[GroupChange]] = {}
-    for g in result.groups:
-        by_layer.setdefault(g.layer, []).append(g)
-    for lc in result.layers:
-        mark = "pull" if lc.pulled else "have"
-        lines.append(f"{mark}  {size(lc.size):>10}  {lc.name}")
-        for g in by_layer.pop(lc.name, []):
-            lines.append("      " + _change_text(g))
-    for g in (g for changes in by_layer.values() for g in changes):
-        lines.append("      " + _change_text(g))  # removed with its layer
-    share = 100.0 * result.pull_bytes / result.total_bytes if result.total_bytes else 0.0
-    lines.append(
-        f"pull {size(result.pull_bytes)} of {size(result.total_bytes)} ({share:.1f}%),"
-        f" {sum(lc.pulled for lc in result.layers)} of {len(result.layers)} layers;"
-        f" Docker classic store: {size(result.prefix_pull_bytes)}"
-    )
-    return "\n".join(lines)
-
-
-def _change_text(g: GroupChange) -> str:
-    if not g.old:
-        return f"+ {g.group} {g.new} (new)"
-    if not g.new:
-        return f"- {g.group} {g.old} (removed)"
-    return f"~ {g.group} {g.old} -> {g.new}"

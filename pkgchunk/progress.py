@@ -15,16 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
+from pkgchunk.render import human_size
+
 #: Seconds between two redraws of the progress line.
 INTERVAL = 0.25
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -70,11 +64,12 @@ class Reporter:
     def _draw(self, now: float, *, final: bool) -> None:
         s = self._steps[-1]
         elapsed = max(now - s.start, 1e-6)
-        text = f"{s.what}: {_size(s.done)}, {_size(s.done / elapsed)}/s"
+        text = f"{s.what}: {human_size(s.done)}, {human_size(s.done / elapsed)}/s"
         if final:
             text = f"{s.what}: done in {elapsed:.1f} s"
             if s.done:
-                text = f"{s.what}: {_size(s.done)} in {elapsed:.1f} s ({_size(s.done / elapsed)}/s)"
+                rate = human_size(s.done / elapsed)
+                text = f"{s.what}: {human_size(s.done)} in {elapsed:.1f} s ({rate}/s)"
         self.stream.write(f"\r\x1b[K{text}" + ("\n" if final else ""))
         self.stream.flush()
         self._open_line = not final

@@ -36,8 +36,6 @@ log = logging.getLogger(__name__)
 Sources = str | ImageRef | Sequence[str | ImageRef]
 
 
-
-
 def source_blobs(image: Image) -> dict[str, ReusableBlob]:
     """diff_id -> compressed blob of the source, so an unchanged layer is copied, not redone."""
     out: dict[str, ReusableBlob] = {}
@@ -48,38 +46,6 @@ def source_blobs(image: Image) -> dict[str, ReusableBlob]:
         media_type = SAME_BYTES.get(layer.media_type, layer.media_type)
         out.setdefault(layer.diff_id, ReusableBlob(path, layer.digest, layer.size, media_type))
     return out
-
-
-def human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
-def layer_table(result: WriteResult) -> str:
-    """The human summary: one row per layer, then the totals and the manifest digest."""
-    rows = [("LAYER", "FILES", "SIZE", "DIGEST", "")]
-    for lay in result.layers:
-        short = lay.digest.partition(":")[2][:12]
-        rows.append(
-            (lay.name, str(lay.files), human_size(lay.size), short, "reused" if lay.reused else "")
-        )
-    files = sum(lay.files for lay in result.layers)
-    size = sum(lay.size for lay in result.layers)
-    rows.append(("total", str(files), human_size(size), f"{len(result.layers)} layers", ""))
-    width = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = []
-    for name, nfiles, sz, digest, note in rows:
-        line = (
-            f"{name:<{width[0]}}  {nfiles:>{width[1]}}  {sz:>{width[2]}}  "
-            f"{digest:<{width[3]}}  {note}"
-        )
-        lines.append(line.rstrip())
-    lines.append(f"{result.ref}: manifest {result.manifest_digest}")
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- package plans
@@ -212,33 +178,3 @@ def plan_only(src: Sources, opts: PlanOptions | None = None) -> Planned:
     finally:
         if prev is not None:
             prev.close()
-
-
-def plan_table(planned: Planned, result: WriteResult | None = None) -> str:
-    """Layer, size, packages, change probability (and digest when written)."""
-    rows = [("LAYER", "SIZE", "P(change)", "PACKAGES", "DIGEST")]
-    written = {w.name: w for w in result.layers} if result is not None else {}
-    for layer in planned.outcome.plan.layers:
-        w = written.get(layer.name)
-        size = human_size(w.size if w is not None else layer.bytes)
-        pk = ",".join(layer.packages[:4]) + (
-            f",+{len(layer.packages) - 4}" if len(layer.packages) > 4 else ""
-        )
-        digest = ""
-        if w is not None:
-            digest = w.digest.partition(":")[2][:12] + (" reused" if w.reused else "")
-        rows.append((layer.name, size, f"{layer.change_probability:.2f}", pk or "-", digest))
-    width = [min(max(len(r[i]) for r in rows), 48) for i in range(4)]
-    lines = [
-        f"{r[0][:48]:<{width[0]}}  {r[1]:>{width[1]}}  {r[2]:>{width[2]}}  "
-        f"{r[3][:48]:<{width[3]}}  {r[4]}".rstrip()
-        for r in rows
-    ]
-    total = sum(layer.bytes for layer in planned.outcome.plan.layers)
-    lines.append(
-        f"{len(planned.outcome.plan.layers)} layers, {human_size(total)} uncompressed,"
-        f" rules {planned.rules_name}"
-    )
-    if result is not None:
-        lines.append(f"{result.ref}: manifest {result.manifest_digest}")
-    return "\n".join(lines)
