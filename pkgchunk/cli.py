@@ -32,7 +32,8 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except PkgchunkError as err:
-            click.echo(f"pkgchunk: error: {err}", err=True)
+            for line in str(err).splitlines() or [""]:  # a rules file: one line per problem
+                click.echo(f"pkgchunk: error: {line}", err=True)
             sys.exit(err.exit_code)
         except KeyboardInterrupt:
             click.echo("pkgchunk: interrupted", err=True)

@@ -9,12 +9,13 @@ schema never needs them, and refusing them removes the alias-bomb problem.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
 import os
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
 
@@ -42,9 +43,15 @@ DEFAULT_MAX_LAYERS = 64
 DEFAULT_BIG_FILE_THRESHOLD = 16 << 20
 #: Name of the bucket appended when the last bucket is not a catch-all.
 IMPLIED_CATCH_ALL = "unowned"
+#: How deep ``extends`` chains may go (a chain is a few files; deeper is a mistake).
+MAX_EXTENDS_DEPTH = 8
+#: Errors of one file reported at once; the rest are counted.
+MAX_ERRORS = 20
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}\Z")
-_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\Z", re.IGNORECASE)
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:([KMGTkmgt])(?:iB)?)?\Z")
+#: '16MB', '1 GB': decimal-looking units, refused rather than silently read as binary.
+_DECIMAL_SIZE_RE = re.compile(r"\d+(?:\.\d+)?\s*[KMGTkmgt][Bb]\Z")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 _TAG_NAMES = {
@@ -95,6 +102,8 @@ class GroupRule:
     paths: tuple[str, ...] = ()
     dedicated: bool = False
     frequency: Frequency | None = None
+    #: ``FILE:LINE`` of the group's entry (for warnings); not part of its identity.
+    origin: str = field(default="", compare=False)
 
     def package_glob(self) -> Glob:
         return Glob.of(self.packages)
@@ -114,6 +123,7 @@ class BucketRule:
     paths: tuple[str, ...] = ()
     dedicated: bool = False
     frequency: Frequency | None = None
+    origin: str = field(default="", compare=False)
 
     @property
     def catch_all(self) -> bool:
@@ -133,14 +143,40 @@ class Rules:
     groups: tuple[GroupRule, ...] = ()
     buckets: tuple[BucketRule, ...] = (BucketRule(IMPLIED_CATCH_ALL),)
     big_file_threshold: int = DEFAULT_BIG_FILE_THRESHOLD
+    #: The chain of files this one extends, nearest first (``extends:``).
+    extends: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- parsing
 
 
 class _Ctx:
+    """Where messages point, and the errors gathered so far: independent problems (two
+    bad groups, an unknown key and a bad value) are all reported at once."""
+
     def __init__(self, source: str) -> None:
         self.source = source
+        self.errors: list[str] = []
+
+    def origin(self, node: Node) -> str:
+        return f"{self.source}:{node.start_mark.line + 1}"
+
+    @contextlib.contextmanager
+    def collect(self) -> Iterator[None]:
+        """Record a RulesError raised inside and go on with the next independent part."""
+        try:
+            yield
+        except RulesError as err:
+            self.errors.extend(str(err).splitlines())
+
+    def check(self) -> None:
+        """Raise every gathered error as one RulesError, one problem per line."""
+        if not self.errors:
+            return
+        shown = self.errors[:MAX_ERRORS]
+        if len(self.errors) > MAX_ERRORS:
+            shown.append(f"{self.source}: {len(self.errors) - MAX_ERRORS} more errors")
+        raise RulesError("\n".join(shown))
 
     def fail(self, where: object, problem: str) -> RulesError:
         """``where`` is a Node or a pyyaml Mark (either implementation), or None."""
@@ -160,18 +196,25 @@ def _kind(node: Node) -> str:
 
 
 def _mapping(ctx: _Ctx, node: Node, what: str, allowed: Sequence[str]) -> dict[str, Node]:
+    """The known keys; unknown and duplicate keys are recorded as errors, not fatal."""
     if not isinstance(node, MappingNode):
-        raise ctx.fail(node, f"{what} must be a mapping, not {_kind(node)}")
+        hint = ""
+        if isinstance(node, ScalarNode) and ":" in str(node.value):
+            hint = " (put a space after ':')"
+        raise ctx.fail(node, f"{what} must be a mapping, not {_kind(node)}{hint}")
     out: dict[str, Node] = {}
     for knode, vnode in node.value:
-        if not isinstance(knode, ScalarNode) or knode.tag != "tag:yaml.org,2002:str":
-            raise ctx.fail(knode, f"{what}: keys must be strings, not {_kind(knode)}")
-        key = str(knode.value)
-        if key not in allowed:
-            raise ctx.fail(knode, f"{what}: unknown key {key!r} (allowed: {', '.join(allowed)})")
-        if key in out:
-            raise ctx.fail(knode, f"{what}: duplicate key {key!r}")
-        out[key] = vnode
+        with ctx.collect():
+            if not isinstance(knode, ScalarNode) or knode.tag != "tag:yaml.org,2002:str":
+                raise ctx.fail(knode, f"{what}: keys must be strings, not {_kind(knode)}")
+            key = str(knode.value)
+            if key not in allowed:
+                raise ctx.fail(
+                    knode, f"{what}: unknown key {key!r} (allowed: {', '.join(allowed)})"
+                )
+            if key in out:
+                raise ctx.fail(knode, f"{what}: duplicate key {key!r}")
+            out[key] = vnode
     return out
 
 
@@ -192,10 +235,19 @@ def _int(ctx: _Ctx, node: Node, what: str) -> int:
     return yaml.SafeLoader("").construct_yaml_int(node)
 
 
+_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False,
+          "FALSE": False}
+
+
 def _bool(ctx: _Ctx, node: Node, what: str) -> bool:
+    """Only true/false: YAML 1.1's yes/no/on/off (which pyyaml reads as booleans) are
+    refused, so a file means the same to every YAML reader."""
     if not isinstance(node, ScalarNode) or node.tag != "tag:yaml.org,2002:bool":
         raise ctx.fail(node, f"{what} must be true or false, not {_kind(node)}")
-    return bool(yaml.SafeLoader("").construct_yaml_bool(node))
+    value = _BOOLS.get(str(node.value))
+    if value is None:
+        raise ctx.fail(node, f"{what} must be true or false, not {str(node.value)!r}")
+    return value
 
 
 def _choice(ctx: _Ctx, node: Node, what: str, choices: Sequence[str]) -> str:
@@ -239,11 +291,12 @@ def _globs(ctx: _Ctx, node: Node, what: str, *, paths: bool = False) -> tuple[st
 
 
 def parse_size(text: str) -> int | None:
-    """'16M' -> 16 MiB, '1.5G', '4096', '512KiB'; None when malformed. Units are binary."""
+    """'16M' -> 16 MiB, '1.5G', '4096', '512KiB'; None when malformed. Units are binary;
+    '16MB' is refused (None): it reads as decimal megabytes to most people."""
     m = _SIZE_RE.match(text.strip())
     if m is None or len(m.group(1)) > MAX_INT_CHARS:
         return None
-    value = float(m.group(1)) * _UNITS[m.group(2).upper()]
+    value = float(m.group(1)) * _UNITS[(m.group(2) or "").upper()]
     return int(value) if math.isfinite(value) else None
 
 
@@ -252,6 +305,12 @@ def _size(ctx: _Ctx, node: Node, what: str) -> int:
         value = _int(ctx, node, what)
     elif isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:str":
         parsed = parse_size(str(node.value))
+        if parsed is None and _DECIMAL_SIZE_RE.match(str(node.value).strip()):
+            unit = str(node.value).strip()[-2].upper()
+            raise ctx.fail(
+                node, f"{what} {node.value!r} is ambiguous: write {unit} or {unit}iB"
+                " (units are binary: 1M = 1024 KiB)",
+            )
         if parsed is None:
             raise ctx.fail(node, f"{what} {node.value!r} is not a size (like 16M, 512K, 1G)")
         value = parsed
@@ -264,7 +323,9 @@ def _size(ctx: _Ctx, node: Node, what: str) -> int:
 
 _GROUP_KEYS = ("name", "packages", "sources", "paths", "dedicated", "frequency")
 _BUCKET_KEYS = ("name", "paths", "dedicated", "frequency")
-_TOP_KEYS = ("version", "max_layers", "group_by", "groups", "buckets", "big_file_threshold")
+_TOP_KEYS = (
+    "version", "extends", "max_layers", "group_by", "groups", "buckets", "big_file_threshold",
+)
 
 
 def _group(ctx: _Ctx, node: Node, index: int) -> GroupRule:
@@ -273,19 +334,27 @@ def _group(ctx: _Ctx, node: Node, index: int) -> GroupRule:
         raise ctx.fail(node, f"groups[{index}]: missing 'name'")
     name = _name(ctx, m["name"], f"groups[{index}].name")
     what = f"group {name!r}"
-    rule = GroupRule(
-        name=name,
-        packages=_globs(ctx, m["packages"], f"{what}: packages") if "packages" in m else (),
-        sources=_globs(ctx, m["sources"], f"{what}: sources") if "sources" in m else (),
-        paths=_globs(ctx, m["paths"], f"{what}: paths", paths=True) if "paths" in m else (),
-        dedicated=_bool(ctx, m["dedicated"], f"{what}: dedicated") if "dedicated" in m else False,
-        frequency=cast(Frequency, _choice(ctx, m["frequency"], f"{what}: frequency", FREQUENCIES))
-        if "frequency" in m
-        else None,
-    )
-    if not (rule.packages or rule.sources or rule.paths):
+    before = len(ctx.errors)
+    packages: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    dedicated, freq = False, None
+    with ctx.collect():
+        packages = _globs(ctx, m["packages"], f"{what}: packages") if "packages" in m else ()
+    with ctx.collect():
+        sources = _globs(ctx, m["sources"], f"{what}: sources") if "sources" in m else ()
+    with ctx.collect():
+        paths = _globs(ctx, m["paths"], f"{what}: paths", paths=True) if "paths" in m else ()
+    with ctx.collect():
+        dedicated = _bool(ctx, m["dedicated"], f"{what}: dedicated") if "dedicated" in m else False
+    with ctx.collect():
+        if "frequency" in m:
+            freq = cast(Frequency, _choice(ctx, m["frequency"], f"{what}: frequency", FREQUENCIES))
+    if len(ctx.errors) > before:
+        raise _Reported()
+    if not (packages or sources or paths):
         raise ctx.fail(node, f"{what} matches nothing: give packages, sources or paths")
-    return rule
+    return GroupRule(name, packages, sources, paths, dedicated, freq, origin=ctx.origin(node))
 
 
 def _bucket(ctx: _Ctx, node: Node, index: int, last: bool) -> BucketRule:
@@ -294,26 +363,65 @@ def _bucket(ctx: _Ctx, node: Node, index: int, last: bool) -> BucketRule:
         raise ctx.fail(node, f"buckets[{index}]: missing 'name'")
     name = _name(ctx, m["name"], f"buckets[{index}].name")
     what = f"bucket {name!r}"
-    paths = _globs(ctx, m["paths"], f"{what}: paths", paths=True) if "paths" in m else ()
-    if "*" in paths:
-        if len(paths) > 1:
-            raise ctx.fail(m["paths"], f"{what}: '*' already matches every path")
-        paths = ()
-    if not paths and not last:
-        raise ctx.fail(node, f"{what}: only the last bucket may be a catch-all (no paths)")
-    return BucketRule(
-        name=name,
-        paths=paths,
-        dedicated=_bool(ctx, m["dedicated"], f"{what}: dedicated") if "dedicated" in m else False,
-        frequency=cast(Frequency, _choice(ctx, m["frequency"], f"{what}: frequency", FREQUENCIES))
-        if "frequency" in m
-        else None,
-    )
+    before = len(ctx.errors)
+    paths: tuple[str, ...] = ()
+    dedicated, freq = False, None
+    with ctx.collect():
+        paths = _globs(ctx, m["paths"], f"{what}: paths", paths=True) if "paths" in m else ()
+        if "*" in paths:
+            if len(paths) > 1:
+                raise ctx.fail(m["paths"], f"{what}: '*' already matches every path")
+            paths = ()
+        if not paths and not last:
+            raise ctx.fail(node, f"{what}: only the last bucket may be a catch-all (no paths)")
+    with ctx.collect():
+        dedicated = _bool(ctx, m["dedicated"], f"{what}: dedicated") if "dedicated" in m else False
+    with ctx.collect():
+        if "frequency" in m:
+            freq = cast(Frequency, _choice(ctx, m["frequency"], f"{what}: frequency", FREQUENCIES))
+    if len(ctx.errors) > before:
+        raise _Reported()
+    return BucketRule(name, paths, dedicated, freq, origin=ctx.origin(node))
+
+
+class _Reported(Exception):
+    """An item whose errors are already in ``_Ctx.errors``: skip it, keep checking."""
+
+
+#: pyyaml's words for the common slips in hand-written rules -> what to do about them.
+_YAML_HINTS: tuple[tuple[str, str], ...] = (
+    ("while scanning an alias", "a glob that starts with '*' must be quoted: '*lib*'"),
+    ("while scanning an anchor", "a glob that starts with '&' must be quoted"),
+    ("found character '\\t'", "a tab: indent with spaces"),
+    ("that cannot start any token", "{char} cannot start a plain YAML value: quote it"),
+    ("expected <block end>", "bad indentation: keys of one item must line up"),
+    ("mapping values are not allowed here",
+     "bad indentation, or an unquoted ': ' in a value (quote it)"),
+    ("could not find expected ':'", "a key without ':', or a line continued without quotes"),
+    ("did not find expected key", "bad indentation: keys of one item must line up"),
+    ("did not find expected '-' indicator", "bad indentation: list items must line up"),
+    ("expected ',' or ']'", "unclosed '[' or an unquoted ':' in a list item (quote it)"),
+    ("expected ',' or '}'", "unclosed '{' (a list is written [a, b])"),
+    ("while scanning a quoted scalar", "unclosed quote"),
+    ("expected a single document", "one document only: remove the '---'"),
+)
 
 
 def _yaml_problem(err: yaml.MarkedYAMLError) -> str:
     problem = str(err.problem or "not valid YAML")
-    return f"{err.context}: {problem}" if err.context else problem
+    text = f"{err.context}: {problem}" if err.context else problem
+    for words, hint in _YAML_HINTS:
+        if words in text:
+            char = re.search(r"found character ('.*?')", text)
+            return hint.format(char=char.group(1) if char else "this character")
+    return text
+
+
+def _yaml_mark(err: yaml.MarkedYAMLError) -> object:
+    """Where to point: an unquoted ``*glob*`` at its start, not at the second '*'."""
+    if err.context in ("while scanning an alias", "while scanning an anchor"):
+        return err.context_mark or err.problem_mark
+    return err.problem_mark
 
 
 def _check_plain(ctx: _Ctx, text: str) -> None:
@@ -335,7 +443,7 @@ def _check_plain(ctx: _Ctx, text: str) -> None:
                     "YAML anchors are not allowed (quote globs that start with '&')",
                 )
     except yaml.MarkedYAMLError as err:
-        raise ctx.fail(err.problem_mark, _yaml_problem(err)) from None
+        raise ctx.fail(_yaml_mark(err), _yaml_problem(err)) from None
     except yaml.YAMLError as err:
         raise ctx.fail(None, f"not valid YAML: {err}") from None
 
@@ -346,8 +454,16 @@ def _name_node(node: Node) -> Node:
     return found
 
 
-def parse_rules(text: str, source: str) -> Rules:
-    """Validate rules text; ``source`` names the file in messages."""
+def parse_rules(
+    text: str, source: str, *, base_dir: str | None = None, _chain: tuple[str, ...] = ()
+) -> Rules:
+    """Validate rules text; ``source`` names the file in messages. Every independent
+    problem is reported (one per line of the RulesError), not only the first.
+
+    ``extends: NAME|PATH`` loads that file first (a relative path is relative to
+    ``base_dir``, the extending file's directory); see :func:`_merge` for how this file's
+    groups and buckets combine with it.
+    """
     ctx = _Ctx(source)
     _check_plain(ctx, text)
     try:
@@ -355,31 +471,43 @@ def parse_rules(text: str, source: str) -> Rules:
     except RecursionError:
         raise RulesError(f"{source}: nested too deeply; not a rules file") from None
     except yaml.MarkedYAMLError as err:
-        raise ctx.fail(err.problem_mark, _yaml_problem(err)) from None
+        raise ctx.fail(_yaml_mark(err), _yaml_problem(err)) from None
     except yaml.YAMLError as err:
         raise ctx.fail(None, f"not valid YAML: {err}") from None
     if root is None:
         raise RulesError(f"{source}:1:1: empty rules file (it needs at least 'version: 1')")
     top = _mapping(ctx, root, "rules file", _TOP_KEYS)
-    if "version" not in top:
-        raise ctx.fail(root, "missing 'version' (this pkgchunk reads version: 1)")
-    version = _int(ctx, top["version"], "version")
-    if version != 1:
-        raise ctx.fail(top["version"], f"unsupported version {version} (this pkgchunk reads 1)")
+    with ctx.collect():
+        if "version" not in top:
+            raise ctx.fail(root, "missing 'version' (this pkgchunk reads version: 1)")
+        version = _int(ctx, top["version"], "version")
+        if version != 1:
+            raise ctx.fail(top["version"], f"unsupported version {version} (this pkgchunk reads 1)")
 
-    max_layers = DEFAULT_MAX_LAYERS
+    base: Rules | None = None
+    if "extends" in top:
+        with ctx.collect():
+            target = _str(ctx, top["extends"], "extends")
+            base = _load_base(ctx, top["extends"], target, base_dir, (*_chain, source))
+
+    max_layers = base.max_layers if base else DEFAULT_MAX_LAYERS
     if "max_layers" in top:
-        max_layers = _int(ctx, top["max_layers"], "max_layers")
-        if not 1 <= max_layers <= MAX_LAYERS_LIMIT:
-            raise ctx.fail(
-                top["max_layers"], f"max_layers must be between 1 and {MAX_LAYERS_LIMIT}"
-            )
-    group_by: GroupBy = "source"
+        with ctx.collect():
+            max_layers = _int(ctx, top["max_layers"], "max_layers")
+            if not 1 <= max_layers <= MAX_LAYERS_LIMIT:
+                raise ctx.fail(
+                    top["max_layers"], f"max_layers must be between 1 and {MAX_LAYERS_LIMIT}"
+                )
+    group_by: GroupBy = base.group_by if base else "source"
     if "group_by" in top:
-        group_by = cast(GroupBy, _choice(ctx, top["group_by"], "group_by", ("source", "name")))
-    threshold = DEFAULT_BIG_FILE_THRESHOLD
+        with ctx.collect():
+            group_by = cast(
+                GroupBy, _choice(ctx, top["group_by"], "group_by", ("source", "name"))
+            )
+    threshold = base.big_file_threshold if base else DEFAULT_BIG_FILE_THRESHOLD
     if "big_file_threshold" in top:
-        threshold = _size(ctx, top["big_file_threshold"], "big_file_threshold")
+        with ctx.collect():
+            threshold = _size(ctx, top["big_file_threshold"], "big_file_threshold")
 
     seen: dict[str, Node] = {}
 
@@ -391,17 +519,25 @@ def parse_rules(text: str, source: str) -> Rules:
 
     groups: list[GroupRule] = []
     if "groups" in top:
-        for i, gnode in enumerate(_list(ctx, top["groups"], "groups")):
-            rule = _group(ctx, gnode, i)
-            unique(rule.name, _name_node(gnode))
-            groups.append(rule)
+        with ctx.collect():
+            for i, gnode in enumerate(_list(ctx, top["groups"], "groups")):
+                with ctx.collect(), contextlib.suppress(_Reported):
+                    rule = _group(ctx, gnode, i)
+                    unique(rule.name, _name_node(gnode))
+                    groups.append(rule)
     buckets: list[BucketRule] = []
     if "buckets" in top:
-        items = _list(ctx, top["buckets"], "buckets")
-        for i, bnode in enumerate(items):
-            bucket = _bucket(ctx, bnode, i, last=i == len(items) - 1)
-            unique(bucket.name, _name_node(bnode))
-            buckets.append(bucket)
+        with ctx.collect():
+            items = _list(ctx, top["buckets"], "buckets")
+            for i, bnode in enumerate(items):
+                with ctx.collect(), contextlib.suppress(_Reported):
+                    bucket = _bucket(ctx, bnode, i, last=i == len(items) - 1)
+                    unique(bucket.name, _name_node(bnode))
+                    buckets.append(bucket)
+    ctx.check()
+    if base is not None:
+        groups, buckets = _merge(ctx, base, groups, buckets, seen)
+        ctx.check()
     if not buckets or not buckets[-1].catch_all:
         if IMPLIED_CATCH_ALL in seen:
             raise ctx.fail(
@@ -416,7 +552,65 @@ def parse_rules(text: str, source: str) -> Rules:
         groups=tuple(groups),
         buckets=tuple(buckets),
         big_file_threshold=threshold,
+        extends=(base.source, *base.extends) if base is not None else (),
     )
+
+
+def _load_base(
+    ctx: _Ctx, node: Node, target: str, base_dir: str | None, chain: tuple[str, ...]
+) -> Rules:
+    if len(chain) > MAX_EXTENDS_DEPTH:
+        raise ctx.fail(node, f"extends: more than {MAX_EXTENDS_DEPTH} files deep")
+    try:
+        path = resolve_rules(target, base_dir)
+    except RulesError as err:
+        raise ctx.fail(node, f"extends: {err}") from None
+    if os.path.realpath(path) in {os.path.realpath(c) for c in chain}:
+        raise ctx.fail(node, f"extends: {target!r} extends this file again (a cycle)")
+    try:
+        return _read(Path(path), path, _chain=chain)
+    except RulesError as err:
+        if not os.path.exists(path):
+            raise ctx.fail(node, f"extends: {err}") from None
+        raise
+
+
+def _merge(
+    ctx: _Ctx,
+    base: Rules,
+    groups: list[GroupRule],
+    buckets: list[BucketRule],
+    seen: Mapping[str, Node],
+) -> tuple[list[GroupRule], list[BucketRule]]:
+    """This file's groups and buckets on top of ``base``'s.
+
+    An item named like one of the base's replaces it in place (same rank in first match
+    wins). A new group or bucket with paths goes before all of the base's, so an added
+    rule wins over a broader base rule. This file's catch-all bucket replaces the base's.
+    """
+    base_groups = {g.name for g in base.groups}
+    base_buckets = {b.name for b in base.buckets}
+    for name, node in seen.items():
+        mine_is_group = any(g.name == name for g in groups)
+        if mine_is_group and name in base_buckets:
+            raise ctx.fail(node, f"name {name!r} is a bucket in {base.source}, not a group")
+        if not mine_is_group and name in base_groups:
+            raise ctx.fail(node, f"name {name!r} is a group in {base.source}, not a bucket")
+    mine_g = {g.name: g for g in groups}
+    merged_g = [g for g in groups if g.name not in base_groups]
+    merged_g += [mine_g.get(g.name, g) for g in base.groups]
+    mine_b = {b.name: b for b in buckets}
+    catch = buckets[-1] if buckets and buckets[-1].catch_all else None
+    old_catch = base.buckets[-1]
+    merged_b = [b for b in buckets if b.name not in base_buckets and b is not catch]
+    merged_b += [mine_b.get(b.name, b) for b in base.buckets if b is not old_catch]
+    if catch is not None:
+        merged_b.append(catch)
+    elif old_catch.name in mine_b:
+        merged_b.append(mine_b[old_catch.name])  # given paths: the implied catch-all follows
+    else:
+        merged_b.append(old_catch)
+    return merged_g, merged_b
 
 
 def _decode(raw: bytes, source: str) -> str:
@@ -460,7 +654,7 @@ def _shipped_path(name: str) -> Path | None:
     return None
 
 
-def _read(path: Path, label: str) -> Rules:
+def _read(path: Path, label: str, *, _chain: tuple[str, ...] = ()) -> Rules:
     try:
         with open_regular(os.fspath(path)) as f:
             raw = f.read(MAX_RULES_BYTES + 1)
@@ -468,7 +662,24 @@ def _read(path: Path, label: str) -> Rules:
         raise RulesError(f"{label}: cannot read: {err.strerror or err}") from None
     if len(raw) > MAX_RULES_BYTES:
         raise RulesError(f"{label}: larger than {MAX_RULES_BYTES} bytes; not a rules file")
-    return parse_rules(_decode(raw, label), label)
+    return parse_rules(
+        _decode(raw, label), label, base_dir=os.path.dirname(os.fspath(path)), _chain=_chain
+    )
+
+
+def resolve_rules(name_or_path: str, base_dir: str | None = None) -> str:
+    """The file a ``--rules``/``extends:`` argument names: a path (with a '/', a
+    .yaml/.yml suffix, or naming an existing file; relative to ``base_dir`` when given),
+    else a shipped file by name. RulesError when it is neither."""
+    text = name_or_path
+    path = text if base_dir is None else os.path.join(base_dir, text)
+    if "/" in text or text.endswith((".yaml", ".yml")) or os.path.isfile(path):
+        return path
+    shipped = _shipped_path(text)
+    if shipped is None:
+        names = ", ".join(shipped_rules()) or "none found"
+        raise RulesError(f"{text}: no such rules file or shipped rules (shipped: {names})")
+    return os.fspath(shipped)
 
 
 def load_rules(name_or_path: str | os.PathLike[str]) -> Rules:
@@ -476,15 +687,8 @@ def load_rules(name_or_path: str | os.PathLike[str]) -> Rules:
 
     An argument with a '/' or a .yaml/.yml suffix, or naming an existing file, is a path.
     """
-    text = os.fspath(name_or_path)
-    path = Path(text)
-    if "/" in text or text.endswith((".yaml", ".yml")) or path.is_file():
-        return _read(path, text)
-    shipped = _shipped_path(text)
-    if shipped is None:
-        names = ", ".join(shipped_rules()) or "none found"
-        raise RulesError(f"{text}: no such rules file or shipped rules (shipped: {names})")
-    return _read(shipped, f"{shipped}")
+    path = resolve_rules(os.fspath(name_or_path))
+    return _read(Path(path), path)
 
 
 _RPM_FAMILY = (

@@ -110,8 +110,28 @@ CASES = [
     ("- version\n", "- version", "rules file must be a mapping, not a list"),
     ("version: 1\n1: 2\n", "1: 2", "keys must be strings, not an integer"),
     ("version: 1\ngroups: [\n", "", "expected"),  # scanner error at end of input
-    ("version: 1\n---\nversion: 1\n", "---", "expected a single document"),
-    ("version: 1\n\tmax_layers: 3\n", "\t", "'\\t' that cannot start any token"),
+    ("version: 1\n---\nversion: 1\n", "---", "one document only"),
+    ("version: 1\n\tmax_layers: 3\n", "\t", "a tab: indent with spaces"),
+    # pyyaml's words for common slips become a hint
+    (
+        "version: 1\ngroups:\n  - name: k\n    packages: [*lib*]\n",
+        "*lib*",
+        "a glob that starts with '*' must be quoted",
+    ),
+    (
+        "version: 1\ngroups:\n  - name: k\n   packages: [a]\n",
+        "packages",
+        "bad indentation",
+    ),
+    ("version: 1\ngroups:\n  - name: k\n    packages: [@x]\n", "@x", "'@' cannot start"),
+    ("version: 1\ngroups:\n  - name:k\n", "name:k", "put a space after ':'"),
+    # strict: YAML 1.1 booleans and decimal-looking size units are refused
+    (
+        "version: 1\ngroups:\n  - name: k\n    paths: [a]\n    dedicated: yes\n",
+        "yes",
+        "dedicated must be true or false, not 'yes'",
+    ),
+    ("version: 1\nbig_file_threshold: 16MB\n", "16MB", "'16MB' is ambiguous: write M or MiB"),
 ]
 
 
@@ -124,6 +144,38 @@ def test_every_error_names_file_line_and_column(text: str, token: str, words: st
         assert msg.startswith(f"my.yaml:{where(text, token)}: "), msg
     # one line, as the CLI prints it
     assert "\n" not in msg
+
+
+def test_independent_errors_are_all_reported_one_per_line() -> None:
+    text = (
+        "version: 1\n"
+        "max_layers: 0\n"
+        "colour: red\n"
+        "groups:\n"
+        "  - name: kernel\n"
+        "    packages: [linux]\n"
+        "    frequency: often\n"
+        "    dedicated: on\n"
+        "  - name: 'bad name'\n"
+        "  - name: ok\n"
+        "    packages: [a]\n"
+        "buckets:\n"
+        "  - name: etc\n"
+        "    paths: etc/*\n"
+    )
+    lines = error_of(text).splitlines()
+    expected = [
+        (where(text, "0\n"), "max_layers must be between 1 and 500"),
+        (where(text, "colour"), "unknown key 'colour'"),
+        (where(text, "often"), "frequency must be one of"),
+        (where(text, "on\n"), "dedicated must be true or false, not 'on'"),
+        (where(text, "'bad name'"), "must be 1-64 characters"),
+        (where(text, "etc/*"), "paths must be a list"),
+    ]
+    assert len(lines) == len(expected), lines
+    for (pos, words) in expected:
+        assert any(ln.startswith(f"my.yaml:{pos}: ") and words in ln for ln in lines), (
+            pos, words, lines)
 
 
 def test_scanner_error_points_into_the_file() -> None:
@@ -172,7 +224,7 @@ def test_valid_file_gives_typed_rules(tmp_path: Path) -> None:
         "  - name: kernel\n"
         "    sources: [linux]\n"
         "    paths: [/usr/lib/modules/*]\n"
-        "    dedicated: yes\n"
+        "    dedicated: true\n"
         "    frequency: high\n"
         "buckets:\n"
         "  - name: etc\n"
@@ -212,7 +264,8 @@ def test_defaults_when_keys_are_absent() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("4096", 4096), ("512K", 512 << 10), ("16M", 16 << 20), ("16MiB", 16 << 20),
-     ("1.5G", 3 << 29), ("2 MB", 2 << 20), ("0", 0), ("16Q", None), ("M", None), ("-1", None)],
+     ("1.5G", 3 << 29), ("2 M", 2 << 20), ("2 MB", None), ("1GB", None),
+     ("0", 0), ("16Q", None), ("M", None), ("-1", None)],
 )  # fmt: skip
 def test_parse_size(text: str, expected: int | None) -> None:
     assert parse_size(text) == expected
