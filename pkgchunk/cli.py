@@ -65,6 +65,11 @@ def _quiet() -> bool:
     return bool(click.get_current_context().meta.get("pkgchunk.quiet"))
 
 
+def _verbose() -> bool:
+    """-v: tables print every name instead of ``a,b,+N more``."""
+    return bool(click.get_current_context().meta.get("pkgchunk.verbose"))
+
+
 def _say(text: str) -> None:
     """Human output on stdout, unless --quiet."""
     if not _quiet():
@@ -83,6 +88,7 @@ def _output_options(f: F) -> F:
                 **kwargs: Any) -> Any:
         _setup_logging(quiet, verbose)
         click.get_current_context().meta["pkgchunk.quiet"] = quiet
+        click.get_current_context().meta["pkgchunk.verbose"] = verbose > 0
         on = sys.stderr.isatty() if show_progress is None else show_progress
         with progress.reporting(sys.stderr if on and not quiet else None):
             return f(*args, **kwargs)
@@ -296,21 +302,28 @@ def rechunk_cmd(
     else:
         if result.previous:
             _say(f"previous build: {result.previous}")
-        _say(plan_table(result.planned, result.write))
+        _say(plan_table(result.planned, result.write, verbose=_verbose()))
 
 
 @cli.command("plan")
 @click.argument("srcs", nargs=-1, required=True, metavar="SRC...")
 @_plan_options
+@click.option("--dest", default=None, metavar="DEST",
+              help="The DEST rechunk would write: its image is the previous build (unless"
+              " --prev), exactly as rechunk finds it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document (docs/json.md).")
 @_transport_options
 @_output_options
 @handle_errors
 def plan_cmd(
     srcs: tuple[str, ...], rules: str | None, max_layers: int | None, prev: str | None,
-    fresh: bool, mtime_policy: str, ignore_pkgdb_errors: bool, as_json: bool,
+    fresh: bool, mtime_policy: str, ignore_pkgdb_errors: bool, dest: str | None,
+    as_json: bool,
 ) -> None:
-    """Show the layers `rechunk` would write for SRC (several: stacked), writing nothing."""
+    """Show the layers `rechunk` would write for SRC (several: stacked), writing nothing.
+
+    Without --dest or --prev the plan has no previous build (rechunk's DEST tag is not
+    known here): give --dest DEST to see what `rechunk SRC DEST` will do."""
     from pkgchunk.rechunk import PlanOptions, plan_only
     from pkgchunk.render import plan_json, plan_table
 
@@ -319,12 +332,12 @@ def plan_cmd(
         mtime_policy=mtime_policy,  # type: ignore[arg-type]
         ignore_pkgdb_errors=ignore_pkgdb_errors,
     )
-    planned = plan_only(srcs[0] if len(srcs) == 1 else list(srcs), popts)
+    planned = plan_only(srcs[0] if len(srcs) == 1 else list(srcs), popts, dest)
     _warn(planned.ownership.warnings + planned.outcome.warnings)
     if as_json:
         _print_json(plan_json(planned))
     else:
-        _say(plan_table(planned))
+        _say(plan_table(planned, verbose=_verbose()))
 
 
 @cli.command("diff")
@@ -375,6 +388,50 @@ def verify_cmd(
         _say(verify_text(result))
     if not result.identical:
         sys.exit(1)
+
+
+@cli.group("rules")
+def rules_group() -> None:
+    """Show the shipped rules files and check your own."""
+
+
+@rules_group.command("show")
+@click.argument("name", required=False)
+@handle_errors
+def rules_show(name: str | None) -> None:
+    """Print shipped rules file NAME (a start for your own, or a base for `extends:`);
+    without NAME, list the shipped names."""
+    from pkgchunk.plan.rules import rules_text, shipped_rules
+
+    if name is None:
+        for shipped in shipped_rules():
+            click.echo(shipped)
+        return
+    _, text = rules_text(name)
+    click.echo(text, nl=False)
+
+
+@rules_group.command("check")
+@click.argument("file")
+@click.argument("src", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document (docs/json.md).")
+@click.option("--ignore-pkgdb-errors", is_flag=True,
+              help="Skip a corrupt package database with a warning.")
+@_transport_options
+@_output_options
+@handle_errors
+def rules_check(file: str, src: str | None, as_json: bool, ignore_pkgdb_errors: bool) -> None:
+    """Validate rules FILE (path or shipped name), reporting every error; with image SRC,
+    list the packages and paths each group and bucket takes there."""
+    from pkgchunk.render import rules_check_json, rules_check_text
+    from pkgchunk.rulescheck import check_rules
+
+    check = check_rules(file, src, ignore_pkgdb_errors=ignore_pkgdb_errors)
+    _warn(check.warnings)
+    if as_json:
+        _print_json(rules_check_json(check))
+    else:
+        _say(rules_check_text(check, verbose=_verbose()))
 
 
 @cli.command("demo")

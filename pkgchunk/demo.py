@@ -15,11 +15,13 @@ import gzip
 import hashlib
 import io
 import os
+import shutil
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pkgchunk.diff import diff
+from pkgchunk.errors import OutputError
 from pkgchunk.oci.compress import compressor
 from pkgchunk.oci.mediatypes import LAYER_MEDIA_TYPES, OCI_CONFIG, OCI_MANIFEST
 from pkgchunk.oci.store import (
@@ -30,7 +32,7 @@ from pkgchunk.oci.store import (
 )
 from pkgchunk.oci.write import WriteOptions
 from pkgchunk.rechunk import PlanOptions, rechunk_packages
-from pkgchunk.render import plan_table, verify_text
+from pkgchunk.render import PLAN_LEGEND, diff_text, plan_table, verify_text
 from pkgchunk.verify import verify
 
 TAG = "demo"
@@ -318,12 +320,35 @@ def build_demo_image(directory: str, *, updated: bool = True) -> str:
     return label
 
 
+def _start_clean(directory: str) -> list[str]:
+    """Remove what an earlier run left (its layouts only), so every run prints the same
+    P(change) and digests: a kept ``out`` would be the previous build of the next run.
+    Returns the removed directories; refuses to touch anything that is not a layout."""
+    removed = []
+    for name in ("src-before", "src", "out"):
+        path = os.path.join(directory, name)
+        if not os.path.lexists(path):
+            continue
+        if os.path.islink(path) or not os.path.isfile(os.path.join(path, "oci-layout")):
+            raise OutputError(
+                f"{path}: exists and is not a demo layout; give the demo another directory"
+            )
+        shutil.rmtree(path)
+        removed.append(path)
+    return removed
+
+
 def run_demo(directory: str, echo: Callable[[str], None] = print, max_layers: int = 8) -> bool:
     """The whole story on the demo image: rechunk the release before a package update,
     rechunk the updated image against it, show what a client pulls, and verify.
 
-    Returns True when the output holds exactly the input's files.
+    Every run starts clean (an earlier run's layouts under ``directory`` are removed and
+    that is said), so a rerun prints the same. Returns True when the output holds exactly
+    the input's files.
     """
+    removed = _start_clean(directory)
+    if removed:
+        echo(f"removed the previous run's {', '.join(removed)} (every run starts clean)")
     before = build_demo_image(os.path.join(directory, "src-before"), updated=False)
     src = build_demo_image(os.path.join(directory, "src"))
     out = os.path.join(directory, "out")
@@ -334,14 +359,12 @@ def run_demo(directory: str, echo: Callable[[str], None] = print, max_layers: in
     result = rechunk_packages(
         src, dest, PlanOptions(max_layers=max_layers, prev=f"oci:{out}:before"), WriteOptions()
     )
+    echo(f"rechunked both; {dest} against the previous build oci:{out}:before:")
     echo(plan_table(result.planned, result.write))
-    change = diff(f"oci:{out}:before", dest)
-    echo(
-        f"update from {out}:before: a client pulls {change.pull_bytes} of"
-        f" {change.total_bytes} bytes"
-        f" ({sum(lc.pulled for lc in change.layers)} of {len(change.layers)} layers);"
-        f" changed: {', '.join(g.group for g in change.groups) or 'nothing'}"
-    )
+    for line in PLAN_LEGEND:
+        echo("  " + line)
+    echo("what a client holding the previous build pulls:")
+    echo(diff_text(diff(f"oci:{out}:before", dest)))
     check = verify(src, dest)
     echo(verify_text(check))
     return check.identical

@@ -35,6 +35,9 @@ class Previous:
     labels: dict[str, str]
     reuse: dict[str, ReusableBlob] = field(default_factory=dict)
     workdir: str | None = None
+    #: The previous manifest's layer digests (also for a registry or store image, whose
+    #: blobs are not fetched): a new layer with one of them is byte-identical, "reused".
+    digests: frozenset[str] = frozenset()
 
     @property
     def record(self) -> BuildRecord:
@@ -80,7 +83,8 @@ def open_previous(ref: str | ImageRef, side: Side = "src") -> Previous:
     try:
         source = open_manifest(image_ref, workdir, side)
         labels, reuse = _from_source(str(image_ref), source)
-        return Previous(str(image_ref), labels, reuse, workdir)
+        digests = frozenset(b.digest for b in source.layers if b.digest)
+        return Previous(str(image_ref), labels, reuse, workdir, digests)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise

@@ -23,6 +23,7 @@ from pkgchunk.pkgdb.model import Ownership
 from pkgchunk.pkgdb.ownership import collect
 from pkgchunk.plan import mtimes
 from pkgchunk.plan.compose import PlanOutcome, compose
+from pkgchunk.plan.matches import unmatched_warnings
 from pkgchunk.plan.record import BuildRecord
 from pkgchunk.plan.rules import default_rules_name, load_rules
 from pkgchunk.previous import Previous, open_previous
@@ -106,10 +107,25 @@ def plan_tree(
         tree, ownership, rules, previous, max_layers=opts.max_layers, fresh=opts.fresh,
         mtime_policy=opts.mtime_policy, source_date_epoch=source_date_epoch,
     )
+    outcome = composed.outcome
+    unmatched = unmatched_warnings(rules, outcome.groups)
+    if unmatched:
+        outcome = dataclasses.replace(outcome, warnings=outcome.warnings + unmatched)
     return Planned(
-        composed.tree, ownership, rules_name, composed.outcome,
+        composed.tree, ownership, rules_name, outcome,
         composed.mtime.directory_epoch, composed.labels,
     )
+
+
+def mark_reused(result: WriteResult, previous_digests: frozenset[str]) -> WriteResult:
+    """Mark layers whose digest the previous build already has: the writer knows only the
+    blobs it copied, and a registry's or store's previous image is never downloaded."""
+    layers = tuple(
+        dataclasses.replace(w, reused=True) if w.digest in previous_digests and not w.reused
+        else w
+        for w in result.layers
+    )
+    return dataclasses.replace(result, layers=layers)
 
 
 def _previous(dest: ImageRef, opts: PlanOptions) -> Previous | None:
@@ -161,6 +177,8 @@ def rechunk_packages(
                 result = write_image(
                     planned.tree, image.config, planned.outcome.layer_specs, dest_ref, final
                 )
+            if prev is not None:
+                result = mark_reused(result, prev.digests)
             log.debug("wrote %s in %.1f s (%d of %d layers reused)", result.ref,
                       time.monotonic() - t2, sum(w.reused for w in result.layers),
                       len(result.layers))
@@ -168,10 +186,16 @@ def rechunk_packages(
         return RechunkResult(result, planned, prev.ref if prev else None, warnings, release)
 
 
-def plan_only(src: Sources, opts: PlanOptions | None = None) -> Planned:
-    """The plan ``rechunk`` would write for SRC (``pkgchunk plan``)."""
+def plan_only(
+    src: Sources, opts: PlanOptions | None = None, dest: str | ImageRef | None = None
+) -> Planned:
+    """The plan ``rechunk`` would write for SRC (``pkgchunk plan``); with ``dest``, the
+    previous build is found as rechunk finds it (``--prev``, else DEST's tag)."""
     opts = opts or PlanOptions()
-    prev = open_previous(opts.prev) if opts.prev is not None else None
+    if dest is not None:
+        prev = _previous(parse_ref(dest, output=True) if isinstance(dest, str) else dest, opts)
+    else:
+        prev = open_previous(opts.prev) if opts.prev is not None else None
     try:
         with _open_sources(src) as image:
             return plan_tree(image.tree, opts, prev.record if prev else None)

@@ -15,10 +15,16 @@ from pkgchunk.pkgdb.ownership import owned_paths
 from pkgchunk.tree import FileTree, encode_path, parent
 
 if TYPE_CHECKING:  # types only: the pipeline modules import nothing from here
+    from collections.abc import Sequence
+
     from pkgchunk.diff import DiffResult, GroupChange
     from pkgchunk.oci.write import WriteResult
     from pkgchunk.rechunk import Planned, RechunkResult
+    from pkgchunk.rulescheck import RulesCheck
     from pkgchunk.verify import VerifyResult
+
+#: Width a name list in a table cell grows to before the rest is counted (``+N more``).
+LIST_WIDTH = 48
 
 
 def human_size(n: float) -> str:
@@ -29,6 +35,85 @@ def human_size(n: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
+
+
+def name_list(names: Sequence[str], width: int | None = LIST_WIDTH) -> str:
+    """``a,b,c,+N more``: whole names while they fit in ``width``, then the count of the
+    rest, so a cell is never cut silently or mid-name. ``width=None``: every name."""
+    if not names:
+        return "-"
+    if width is None:
+        return ",".join(names)
+    shown: list[str] = []
+    used = 0
+    for i, name in enumerate(names):
+        rest = len(names) - i - 1
+        tail = len(f",+{rest} more") if rest else 0
+        cost = len(name) + (1 if shown else 0)
+        if shown and used + cost + tail > width:
+            break
+        shown.append(name)
+        used += cost
+    more = len(names) - len(shown)
+    return ",".join(shown) + (f",+{more} more" if more else "")
+
+
+def _table(rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> list[str]:
+    """Columns padded to their widest cell (the last one unpadded), ``right`` aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for row in rows:
+        cells = [
+            c if i == len(row) - 1 else c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        out.append("  ".join(cells).rstrip())
+    return out
+
+
+# --------------------------------------------------------------------------- rules
+
+def rules_check_text(check: RulesCheck, verbose: bool = False) -> str:
+    """The rules file's summary; with an image, what each group and bucket took."""
+    r = check.rules
+    base = f" (extends {' -> '.join(r.extends)})" if r.extends else ""
+    lines = [
+        f"{r.source}: valid{base}; {len(r.groups)} groups, {len(r.buckets)} buckets,"
+        f" max_layers {r.max_layers}, group_by {r.group_by},"
+        f" big_file_threshold {human_size(r.big_file_threshold)}"
+    ]
+    if check.image is None:
+        return "\n".join(lines)
+    rows = [("RULE", "FROM", "PATHS", "UNCOMPRESSED", "PACKAGES")]
+    for m in check.matches:
+        origin = m.origin.rpartition("/")[2]
+        taken = name_list(m.packages, None if verbose else LIST_WIDTH)
+        if not m.paths:
+            taken = "- (matches nothing)"
+        elif m.kind == "bucket":
+            taken = "-"
+        rows.append((f"{m.kind}/{m.name}", origin, str(m.paths), human_size(m.bytes), taken))
+    lines.append(f"in {check.image}:")
+    lines += _table(rows, right=(2, 3))
+    return "\n".join(lines)
+
+
+def rules_check_json(check: RulesCheck) -> dict[str, Any]:
+    r = check.rules
+    return {
+        "rules": r.source,
+        "extends": list(r.extends),
+        "max_layers": r.max_layers,
+        "group_by": r.group_by,
+        "big_file_threshold": r.big_file_threshold,
+        "image": check.image,
+        "matches": [
+            {"kind": m.kind, "name": m.name, "origin": m.origin, "packages": list(m.packages),
+             "paths": m.paths, "bytes": m.bytes}
+            for m in check.matches
+        ],
+        "warnings": list(check.warnings),
+    }
 
 
 # --------------------------------------------------------------------------- packages
@@ -194,32 +279,71 @@ def packages_table(report: PackagesReport) -> str:
 
 # --------------------------------------------------------------------------- plan, rechunk
 
-def plan_table(planned: Planned, result: WriteResult | None = None) -> str:
-    """Layer, size, packages, change probability (and digest when written)."""
-    rows = [("LAYER", "SIZE", "P(change)", "PACKAGES", "DIGEST")]
+#: One line each for what the plan table's names and columns mean (the demo prints them).
+PLAN_LEGEND = (
+    "src/NAME     the packages built from source package NAME (pkg/NAME: one package)",
+    "rule/NAME    a group of the rules file (docs/rules.md)",
+    "bucket/NAME  files no package owns, by path; pkgdb: the package databases",
+    "+N           N more groups merged into the layer; CONTENTS lists them (-v: all)",
+    "P(change)    estimated chance that the layer changes in the next update",
+    "reused       byte-identical to the previous build's layer: not pulled again",
+)
+
+
+def _contents(planned: Planned, layer_groups: Sequence[str], packages: Sequence[str],
+              verbose: bool) -> str:
+    kinds = {g.key: g.kind for g in planned.outcome.groups}
+    other = [k for k in layer_groups if kinds.get(k, "package") != "package"]
+    return name_list([*packages, *other], None if verbose else LIST_WIDTH)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _compression(media_type: str) -> str:
+    for kind in ("gzip", "zstd"):
+        if media_type.endswith("+" + kind):
+            return kind
+    return "none"
+
+
+def plan_table(planned: Planned, result: WriteResult | None = None, *,
+               verbose: bool = False) -> str:
+    """One row per layer: name (+ merged groups), sizes, change probability, digest when
+    written, contents; then the totals. Sizes say which: uncompressed (the tar) or
+    compressed (the blob). Names are never cut: lists end in ``+N more`` (``verbose``:
+    every name)."""
+    layers = planned.outcome.plan.layers
     written = {w.name: w for w in result.layers} if result is not None else {}
-    for layer in planned.outcome.plan.layers:
-        w = written.get(layer.name)
-        size = human_size(w.size if w is not None else layer.bytes)
-        pk = ",".join(layer.packages[:4]) + (
-            f",+{len(layer.packages) - 4}" if len(layer.packages) > 4 else ""
-        )
-        digest = ""
-        if w is not None:
-            digest = w.digest.partition(":")[2][:12] + (" reused" if w.reused else "")
-        rows.append((layer.name, size, f"{layer.change_probability:.2f}", pk or "-", digest))
-    width = [min(max(len(r[i]) for r in rows), 48) for i in range(4)]
-    lines = [
-        f"{r[0][:48]:<{width[0]}}  {r[1]:>{width[1]}}  {r[2]:>{width[2]}}  "
-        f"{r[3][:48]:<{width[3]}}  {r[4]}".rstrip()
-        for r in rows
-    ]
-    total = sum(layer.bytes for layer in planned.outcome.plan.layers)
-    lines.append(
-        f"{len(planned.outcome.plan.layers)} layers, {human_size(total)} uncompressed,"
-        f" rules {planned.rules_name}"
-    )
+    head = ["LAYER", "UNCOMPRESSED", "P(change)", "CONTENTS"]
     if result is not None:
+        head = ["LAYER", "UNCOMPRESSED", "COMPRESSED", "P(change)", "DIGEST", "CONTENTS"]
+    rows = [head]
+    for layer in layers:
+        name = layer.name + (f" +{len(layer.groups) - 1}" if len(layer.groups) > 1 else "")
+        contents = _contents(planned, layer.groups, layer.packages, verbose)
+        prob = f"{layer.change_probability:.2f}"
+        w = written.get(layer.name)
+        if w is None:
+            rows.append([name, human_size(layer.bytes), prob, contents])
+        else:
+            digest = w.digest.partition(":")[2][:12] + (" reused" if w.reused else "")
+            rows.append([name, human_size(layer.bytes), human_size(w.size), prob, digest,
+                         contents])
+    lines = _table(rows, right=(1, 2, 3) if result is not None else (1, 2))
+    total = human_size(sum(layer.bytes for layer in layers))
+    if result is None:
+        lines.append(f"{_count(len(layers), 'layer')}, {total} uncompressed,"
+                     f" rules {planned.rules_name}")
+    else:
+        packed = human_size(sum(w.size for w in result.layers))
+        kinds = sorted({_compression(w.media_type) for w in result.layers}) or ["none"]
+        reused = sum(w.reused for w in result.layers)
+        lines.append(
+            f"{_count(len(layers), 'layer')}, {total} uncompressed, {packed} compressed"
+            f" ({'/'.join(kinds)}), {reused} reused, rules {planned.rules_name}"
+        )
         lines.append(f"{result.ref}: manifest {result.manifest_digest}")
     return "\n".join(lines)
 

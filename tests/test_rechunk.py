@@ -12,11 +12,13 @@ from click.testing import CliRunner
 
 from pkgchunk.cli import cli
 from pkgchunk.demo import build_demo_image, run_demo
+from pkgchunk.diff import diff
 from pkgchunk.errors import OutputError
 from pkgchunk.image import Image, LayerSpec
 from pkgchunk.io import open_image
 from pkgchunk.oci.tarwrite import check_specs
 from pkgchunk.oci.write import WriteOptions
+from pkgchunk.render import diff_text
 from pkgchunk.tree import encode_path
 from pkgchunk.verify import compare, verify
 from tests.imagebuild import build_image, summary, write_docker_archive
@@ -173,12 +175,14 @@ def test_cli_rechunk_table_and_source_date_epoch(tmp_path: Path) -> None:
     layers = manifest["layers"]
     assert isinstance(layers, list) and len(layers) <= 3
     lines = res.output.splitlines()
-    assert lines[0].split() == ["LAYER", "SIZE", "P(change)", "PACKAGES", "DIGEST"]
+    assert lines[0].split() == [
+        "LAYER", "UNCOMPRESSED", "COMPRESSED", "P(change)", "DIGEST", "CONTENTS"
+    ]
     rows = lines[1 : 1 + len(layers)]
     for row, desc in zip(rows, layers, strict=True):
         assert row.split()[0] == desc["annotations"]["org.pkgchunk.layer"]
         assert desc["digest"][7:19] in row
-    assert lines[1 + len(layers)].startswith(f"{len(layers)} layers, ")
+    assert lines[1 + len(layers)].startswith(f"{len(layers)} layer")
     config = json.loads((tmp_path / "o" / "blobs" / "sha256" /
                          manifest["config"]["digest"][7:]).read_text())  # type: ignore[index]
     assert config["created"] == "2023-11-14T22:13:27Z"
@@ -198,11 +202,13 @@ def test_demo_builds_rechunks_and_verifies(tmp_path: Path) -> None:
     assert run_demo(str(tmp_path / "one"), echo=lines.append)
     assert lines[-1].startswith("identical: ") and int(lines[-1].split()[1]) > 300
     # The update story: the layer holding only unchanged packages is not pulled again.
-    (update,) = [line for line in lines if " a client pulls " in line]
-    pulled, total = (int(w) for w in update.split("pulls ")[1].split(" bytes")[0].split(" of "))
-    assert 0 < pulled < total
-    assert "src/tzdata" in update and "src/libc6" not in update.split("changed:")[1]
-    assert " reused" in "\n".join(lines)
+    text = "\n".join(lines)
+    change = diff(f"oci:{tmp_path}/one/out:before", f"oci:{tmp_path}/one/out:demo")
+    assert 0 < change.pull_bytes < change.total_bytes
+    assert diff_text(change) in text  # the demo shows the pull, layer by layer
+    changed = [ln.split()[1] for ln in text.splitlines() if ln.startswith("      ~ ")]
+    assert "src/tzdata" in changed and "src/libc6" not in changed
+    assert " reused" in text
     with open_image(f"oci:{tmp_path}/one/src:demo") as image:
         assert len(image.layers) == 3
         assert "var/lib/dpkg/status" in image.tree

@@ -104,6 +104,9 @@ class GroupRule:
     frequency: Frequency | None = None
     #: ``FILE:LINE`` of the group's entry (for warnings); not part of its identity.
     origin: str = field(default="", compare=False)
+    #: From a shipped file: written for a whole image family, so matching nothing in
+    #: one image is expected, not a typo.
+    shipped: bool = field(default=False, compare=False)
 
     def package_glob(self) -> Glob:
         return Glob.of(self.packages)
@@ -154,8 +157,9 @@ class _Ctx:
     """Where messages point, and the errors gathered so far: independent problems (two
     bad groups, an unknown key and a bad value) are all reported at once."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, shipped: bool = False) -> None:
         self.source = source
+        self.shipped = shipped
         self.errors: list[str] = []
 
     def origin(self, node: Node) -> str:
@@ -354,7 +358,10 @@ def _group(ctx: _Ctx, node: Node, index: int) -> GroupRule:
         raise _Reported()
     if not (packages or sources or paths):
         raise ctx.fail(node, f"{what} matches nothing: give packages, sources or paths")
-    return GroupRule(name, packages, sources, paths, dedicated, freq, origin=ctx.origin(node))
+    return GroupRule(
+        name, packages, sources, paths, dedicated, freq, origin=ctx.origin(node),
+        shipped=ctx.shipped,
+    )
 
 
 def _bucket(ctx: _Ctx, node: Node, index: int, last: bool) -> BucketRule:
@@ -455,7 +462,12 @@ def _name_node(node: Node) -> Node:
 
 
 def parse_rules(
-    text: str, source: str, *, base_dir: str | None = None, _chain: tuple[str, ...] = ()
+    text: str,
+    source: str,
+    *,
+    base_dir: str | None = None,
+    shipped: bool = False,
+    _chain: tuple[str, ...] = (),
 ) -> Rules:
     """Validate rules text; ``source`` names the file in messages. Every independent
     problem is reported (one per line of the RulesError), not only the first.
@@ -464,7 +476,7 @@ def parse_rules(
     ``base_dir``, the extending file's directory); see :func:`_merge` for how this file's
     groups and buckets combine with it.
     """
-    ctx = _Ctx(source)
+    ctx = _Ctx(source, shipped)
     _check_plain(ctx, text)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -662,8 +674,10 @@ def _read(path: Path, label: str, *, _chain: tuple[str, ...] = ()) -> Rules:
         raise RulesError(f"{label}: cannot read: {err.strerror or err}") from None
     if len(raw) > MAX_RULES_BYTES:
         raise RulesError(f"{label}: larger than {MAX_RULES_BYTES} bytes; not a rules file")
+    shipped = any(path.resolve().parent == d.resolve() for d in _shipped_dirs())
     return parse_rules(
-        _decode(raw, label), label, base_dir=os.path.dirname(os.fspath(path)), _chain=_chain
+        _decode(raw, label), label, base_dir=os.path.dirname(os.fspath(path)),
+        shipped=shipped, _chain=_chain,
     )
 
 
@@ -680,6 +694,19 @@ def resolve_rules(name_or_path: str, base_dir: str | None = None) -> str:
         names = ", ".join(shipped_rules()) or "none found"
         raise RulesError(f"{text}: no such rules file or shipped rules (shipped: {names})")
     return os.fspath(shipped)
+
+
+def rules_text(name_or_path: str) -> tuple[str, str]:
+    """(path, text) of a rules file or shipped name, for ``pkgchunk rules show``."""
+    path = resolve_rules(name_or_path)
+    try:
+        with open_regular(path) as f:
+            raw = f.read(MAX_RULES_BYTES + 1)
+    except OSError as err:
+        raise RulesError(f"{path}: cannot read: {err.strerror or err}") from None
+    if len(raw) > MAX_RULES_BYTES:
+        raise RulesError(f"{path}: larger than {MAX_RULES_BYTES} bytes; not a rules file")
+    return path, _decode(raw, path)
 
 
 def load_rules(name_or_path: str | os.PathLike[str]) -> Rules:
