@@ -390,6 +390,25 @@ def verify_cmd(
         sys.exit(1)
 
 
+@cli.command("gc")
+@click.argument("layout", metavar="oci:DIR")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document (docs/json.md).")
+@_output_options
+@handle_errors
+def gc_cmd(layout: str, dry_run: bool, as_json: bool) -> None:
+    """Remove the blobs of layout oci:DIR that none of its tags references any more
+    (old layers pile up when a layout is rewritten build after build)."""
+    from pkgchunk.gc import gc_layout
+    from pkgchunk.render import gc_json, gc_text
+
+    garbage = gc_layout(layout, dry_run=dry_run)
+    if as_json:
+        _print_json(gc_json(layout, garbage, dry_run))
+    else:
+        _say(gc_text(layout, garbage, dry_run))
+
+
 @cli.group("rules")
 def rules_group() -> None:
     """Show the shipped rules files and check your own."""

@@ -25,6 +25,7 @@ from pkgchunk.image import Image, LayerSpec
 from pkgchunk.oci.blobs import parse_json
 from pkgchunk.oci.read import Source, read_image, read_source, read_stack
 from pkgchunk.oci.rootfs import read_rootfs
+from pkgchunk.oci.store import DEFAULT_TAG
 from pkgchunk.oci.write import WriteOptions, WriteResult
 from pkgchunk.oci.write import write_image as write_local
 from pkgchunk.refs import REMOTE_TRANSPORTS, ImageRef, parse_ref
@@ -195,5 +196,5 @@ def has_tag(dest: ImageRef) -> bool:
         if isinstance(m, dict)
     ]
     if dest.tag is None:
-        return len(manifests) == 1
+        return DEFAULT_TAG in names or len(manifests) == 1
     return dest.tag in names

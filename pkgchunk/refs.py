@@ -65,6 +65,11 @@ def _parse(text: str) -> ImageRef:
                 f"{text}: directory has no oci-layout file (use rootfs:{text} for a plain tree)"
             )
         raise InputError(f"{text}: not an image reference ({_HINT})")
+    if transport == "docker":
+        # skopeo refuses 'docker:NAME'; cutting it at the next ':' would silently read
+        # another image (docker:debian:bookworm as debian, a registry port as the tag).
+        raise InputError(f"{text}: write docker://{rest.lstrip('/')} (a registry reference"
+                         " takes two slashes after 'docker:')")
     if transport not in TRANSPORTS:
         raise InputError(f"{text}: unknown transport '{transport}' ({_HINT})")
     if transport in ("rootfs", "containers-storage"):

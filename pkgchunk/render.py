@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # types only: the pipeline modules import nothing from here
     from collections.abc import Sequence
 
     from pkgchunk.diff import DiffResult, GroupChange
+    from pkgchunk.oci.store import Garbage
     from pkgchunk.oci.write import WriteResult
     from pkgchunk.rechunk import Planned, RechunkResult
     from pkgchunk.rulescheck import RulesCheck
@@ -459,3 +460,23 @@ def _change_text(g: GroupChange) -> str:
     if not g.new:
         return f"- {g.group} {g.old} (removed)"
     return f"~ {g.group} {g.old} -> {g.new}"
+
+
+# --------------------------------------------------------------------------- gc
+
+def gc_text(ref: str, garbage: Garbage, dry_run: bool) -> str:
+    verb = "would remove" if dry_run else "removed"
+    return (
+        f"{ref}: {verb} {_count(len(garbage.removed), 'unreferenced blob')}"
+        f" ({human_size(garbage.removed_bytes)}), kept {garbage.kept}"
+    )
+
+
+def gc_json(ref: str, garbage: Garbage, dry_run: bool) -> dict[str, Any]:
+    return {
+        "layout": ref,
+        "dry_run": dry_run,
+        "removed": list(garbage.removed),
+        "removed_bytes": garbage.removed_bytes,
+        "kept": garbage.kept,
+    }

@@ -10,6 +10,7 @@ from pkgchunk.errors import InputError
 from pkgchunk.oci.blobs import parse_digest, parse_json, read_json_file, read_verified
 from pkgchunk.oci.mediatypes import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from pkgchunk.oci.platform import host_arch, host_variant
+from pkgchunk.oci.store import DEFAULT_TAG
 
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
@@ -91,7 +92,10 @@ def select_manifest(layout: Layout, tag: str | None) -> tuple[dict[str, Any], di
             raise InputError(f"{label}: tag '{tag}' not found (tags: {_tags_text(descs)})")
     else:
         matches = descs
-        if len(descs) > 1 and not _platform_variants(descs):
+        latest = [d for d in descs if _ref_name(d) == DEFAULT_TAG]
+        if len(descs) > 1 and latest and not _platform_variants(descs):
+            matches = latest  # what writing oci:DIR without a tag wrote
+        elif len(descs) > 1 and not _platform_variants(descs):
             raise InputError(
                 f"{label}: holds {len(descs)} images; name one with :TAG"
                 f" (tags: {_tags_text(descs)})"

@@ -32,7 +32,10 @@ LAYOUT_FILE = "oci-layout"
 LAYOUT_VERSION = "1.0.0"
 INDEX_FILE = "index.json"
 LOCK_FILE = "index.json.lock"
-
+#: The tag an image written to ``oci:DIR`` without ``:TAG`` gets (and that reading
+#: ``oci:DIR`` prefers when the layout holds several images), as docker's ``latest``:
+#: an untagged entry would be added next to the others and make the next plain read fail.
+DEFAULT_TAG = "latest"
 REF_NAME = "org.opencontainers.image.ref.name"
 TMP_PREFIX = ".tmp-"
 #: mkstemp makes 0600 files; layouts are meant to be readable like skopeo's.
@@ -342,15 +345,37 @@ def _fsync_dir(directory: str) -> None:
 
 @contextlib.contextmanager
 def locked_index(layout: str, label: str) -> Iterator[None]:
-    """Hold the layout's index lock (exclusive ``flock`` on ``index.json.lock``)."""
+    """Hold the layout's index lock (exclusive ``flock`` on ``index.json.lock``).
+
+    The lock file is removed on release, so a layout is left without it. That is safe
+    because every holder checks, once it has the lock, that the file it locked is still
+    the one at the path (the previous holder may have unlinked it while we waited);
+    if not, it locks the new file instead.
+    """
+    path = os.path.join(layout, LOCK_FILE)
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise os_error(label, err) from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = os.fstat(fd)
+            try:
+                now = os.stat(path)
+            except FileNotFoundError:
+                now = None
+        except BaseException:
+            os.close(fd)
+            raise
+        if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(fd)  # unlinked by the holder before us: lock the current file
     try:
-        fd = os.open(os.path.join(layout, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as err:
-        raise os_error(label, err) from err
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
         os.close(fd)  # releases the lock
 
 
@@ -434,3 +459,59 @@ def add_to_index(
 
 def _pretty_json(doc: Any) -> bytes:
     return (json.dumps(doc, indent=2) + "\n").encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Garbage:
+    """Blobs of a layout that no index entry reaches: removed (or, dry run, to remove)."""
+
+    removed: tuple[str, ...]  # digests
+    removed_bytes: int
+    kept: int
+
+
+def collect_garbage(layout: str, label: str, *, dry_run: bool = False) -> Garbage:
+    """Remove every blob that index.json does not reach, under the index lock.
+
+    Old blobs pile up in a layout that is rewritten build after build. A writer adds its
+    blobs before it takes the lock to add its manifest, and checks under the lock that
+    they still exist, so a collection racing a write makes that write fail cleanly ("run
+    again"), never leave a manifest without its blobs. Temporary files of writers still
+    at work are never touched.
+    """
+    if not os.path.isfile(os.path.join(layout, LAYOUT_FILE)):
+        raise OutputError(f"{label}: {layout} is not an OCI layout (no {LAYOUT_FILE} file)")
+    blobs = os.path.join(layout, "blobs", "sha256")
+    with locked_index(layout, label):
+        refs = referenced(layout)
+        if refs is None:
+            raise OutputError(
+                f"{label}: cannot read every document index.json reaches; nothing removed"
+            )
+        try:
+            names = sorted(os.listdir(blobs))
+        except FileNotFoundError:
+            names = []
+        except OSError as err:
+            raise os_error(label, err) from err
+        removed: list[str] = []
+        size = 0
+        kept = 0
+        for name in names:
+            if name.startswith(TMP_PREFIX) or len(name) != 64:
+                continue
+            if name in refs:
+                kept += 1
+                continue
+            path = os.path.join(blobs, name)
+            try:
+                st = os.lstat(path)
+                if not dry_run:
+                    os.unlink(path)
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                raise os_error(label, err) from err
+            removed.append("sha256:" + name)
+            size += st.st_size
+    return Garbage(tuple(removed), size, kept)

@@ -36,6 +36,7 @@ from pkgchunk.oci.compress import (
 )
 from pkgchunk.oci.mediatypes import OCI_CONFIG, OCI_MANIFEST
 from pkgchunk.oci.store import (
+    DEFAULT_TAG,
     FILE_MODE,
     BlobStore,
     Descriptor,
@@ -143,7 +144,8 @@ def _write_oci(
         layers = write_layers(store, tree, specs, opts)
         cdesc, mdesc = _put_config_manifest(store, config, layers, opts)
         needed = [cdesc.digest, mdesc.digest, *(lay.digest for lay in layers)]
-        add_to_index(ref.path, mdesc, ref.tag, label, needed)
+        tag = ref.tag if ref.tag is not None else DEFAULT_TAG
+        add_to_index(ref.path, mdesc, tag, label, needed)
         store.keep()
     except BaseException as err:
         if store is not None:

@@ -50,6 +50,10 @@ def _message(stderr: str) -> str:
     return " ".join(lines[-1].split()) if lines else "failed without a message"
 
 
+#: What Go's HTTP client says when an HTTPS request meets a plain-HTTP registry.
+_PLAIN_HTTP = "server gave HTTP response to HTTPS client"
+
+
 def run(
     cmd: Sequence[str],
     label: str,
@@ -82,7 +86,13 @@ def run(
     if proc.returncode != 0:
         words = [a for a in cmd[1:] if not a.startswith("-")][:2]
         verb = " ".join(words if words[:1] == ["image"] else words[:1])
-        raise error(f"{label}: {os.path.basename(cmd[0])} {verb} failed: {_message(stderr)}")
+        message = _message(stderr)
+        if _PLAIN_HTTP in message:
+            message += (
+                " (a plain-HTTP registry: pass --src-tls-verify=false to read from it,"
+                " --dest-tls-verify=false to write to it)"
+            )
+        raise error(f"{label}: {os.path.basename(cmd[0])} {verb} failed: {message}")
     if stderr.strip():
         log.debug("%s: %s", os.path.basename(cmd[0]), stderr.strip())
     return "" if show_output else proc.stdout.decode("utf-8", "replace")

@@ -139,12 +139,14 @@ def test_existing_layout_keeps_other_tags_and_blobs(tmp_path: Path) -> None:
         untagged = write_image(image.tree, image.config, specs, f"oci:{out}")
         write_image(image.tree, image.config, specs, f"oci:{out}")
     index = json.loads((out / "index.json").read_text())
-    # 'one' replaced in place, 'two' untouched, the untagged manifest added once.
+    # 'one' replaced in place, 'two' untouched; no tag means the tag 'latest', added once.
     assert [m["digest"] for m in index["manifests"]] == [
         again.manifest_digest, two.manifest_digest, untagged.manifest_digest
     ]
     assert untagged.manifest_digest == one.manifest_digest
-    assert "annotations" not in index["manifests"][2]
+    assert index["manifests"][2]["annotations"] == {"org.opencontainers.image.ref.name": "latest"}
+    with open_image(f"oci:{out}") as plain:  # a plain read takes 'latest' among several
+        assert [la.digest for la in plain.layers] == [w.digest for w in untagged.layers]
     assert blobs_before <= files_under(out / "blobs")
     assert (out / "README.keep").read_text() == "not ours"
     with open_image(f"oci:{out}:two") as back, open_image(src) as image:
