@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import shutil
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -68,6 +69,14 @@ def _quiet() -> bool:
 def _verbose() -> bool:
     """-v: tables print every name instead of ``a,b,+N more``."""
     return bool(click.get_current_context().meta.get("pkgchunk.verbose"))
+
+
+def _columns() -> int | None:
+    """The terminal's width when stdout is one (tables fit it); None in a pipe, where
+    tables are the same whatever the width."""
+    if not sys.stdout.isatty():
+        return None
+    return shutil.get_terminal_size().columns
 
 
 def _say(text: str) -> None:
@@ -302,7 +311,7 @@ def rechunk_cmd(
     else:
         if result.previous:
             _say(f"previous build: {result.previous}")
-        _say(plan_table(result.planned, result.write, verbose=_verbose()))
+        _say(plan_table(result.planned, result.write, verbose=_verbose(), columns=_columns()))
 
 
 @cli.command("plan")
@@ -337,7 +346,7 @@ def plan_cmd(
     if as_json:
         _print_json(plan_json(planned))
     else:
-        _say(plan_table(planned, verbose=_verbose()))
+        _say(plan_table(planned, verbose=_verbose(), columns=_columns()))
 
 
 @cli.command("diff")

@@ -292,46 +292,47 @@ PLAN_LEGEND = (
 
 
 def _contents(planned: Planned, layer_groups: Sequence[str], packages: Sequence[str],
-              verbose: bool) -> str:
+              width: int | None) -> str:
     kinds = {g.key: g.kind for g in planned.outcome.groups}
     other = [k for k in layer_groups if kinds.get(k, "package") != "package"]
-    return name_list([*packages, *other], None if verbose else LIST_WIDTH)
+    return name_list([*packages, *other], width)
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def _compression(media_type: str) -> str:
-    for kind in ("gzip", "zstd"):
-        if media_type.endswith("+" + kind):
-            return kind
-    return "none"
+#: The narrowest CONTENTS column a terminal's width may squeeze the table to.
+MIN_LIST_WIDTH = 20
 
 
 def plan_table(planned: Planned, result: WriteResult | None = None, *,
-               verbose: bool = False) -> str:
+               verbose: bool = False, columns: int | None = None) -> str:
     """One row per layer: name (+ merged groups), sizes, change probability, digest when
     written, contents; then the totals. Sizes say which: uncompressed (the tar) or
     compressed (the blob). Names are never cut: lists end in ``+N more`` (``verbose``:
-    every name)."""
+    every name). ``columns``: a terminal's width, which the CONTENTS lists then fit
+    (else they stop at LIST_WIDTH characters, the same in every pipe)."""
     layers = planned.outcome.plan.layers
     written = {w.name: w for w in result.layers} if result is not None else {}
-    head = ["LAYER", "UNCOMPRESSED", "P(change)", "CONTENTS"]
+    head = ["LAYER", "UNCOMPRESSED", "P(change)"]
     if result is not None:
-        head = ["LAYER", "UNCOMPRESSED", "COMPRESSED", "P(change)", "DIGEST", "CONTENTS"]
+        head = ["LAYER", "UNCOMPRESSED", "COMPRESSED", "P(change)", "DIGEST"]
     rows = [head]
     for layer in layers:
         name = layer.name + (f" +{len(layer.groups) - 1}" if len(layer.groups) > 1 else "")
-        contents = _contents(planned, layer.groups, layer.packages, verbose)
         prob = f"{layer.change_probability:.2f}"
         w = written.get(layer.name)
         if w is None:
-            rows.append([name, human_size(layer.bytes), prob, contents])
+            rows.append([name, human_size(layer.bytes), prob])
         else:
             digest = w.digest.partition(":")[2][:12] + (" reused" if w.reused else "")
-            rows.append([name, human_size(layer.bytes), human_size(w.size), prob, digest,
-                         contents])
+            rows.append([name, human_size(layer.bytes), human_size(w.size), prob, digest])
+    width: int | None = LIST_WIDTH
+    if verbose:
+        width = None
+    elif columns is not None:
+        used = sum(max(len(r[i]) for r in rows) + 2 for i in range(len(head)))
+        width = max(MIN_LIST_WIDTH, columns - used - 1)
+    rows[0].append("CONTENTS")
+    for row, layer in zip(rows[1:], layers, strict=True):
+        row.append(_contents(planned, layer.groups, layer.packages, width))
     lines = _table(rows, right=(1, 2, 3) if result is not None else (1, 2))
     total = human_size(sum(layer.bytes for layer in layers))
     if result is None:
@@ -347,6 +348,17 @@ def plan_table(planned: Planned, result: WriteResult | None = None, *,
         )
         lines.append(f"{result.ref}: manifest {result.manifest_digest}")
     return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _compression(media_type: str) -> str:
+    for kind in ("gzip", "zstd"):
+        if media_type.endswith("+" + kind):
+            return kind
+    return "none"
 
 
 def plan_json(planned: Planned) -> dict[str, Any]:

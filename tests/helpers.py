@@ -10,16 +10,27 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 #: Real package databases captured from real distributions; absent on a user's fresh clone.
-SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+#: ``PKGCHUNK_FIXTURES`` names the directory; default ``../shared/fixtures`` next to the clone.
+SHARED_FIXTURES = Path(
+    os.environ.get("PKGCHUNK_FIXTURES") or REPO.parent / "shared" / "fixtures"
+).absolute()
 
-#: CI sets this so a missing tool fails the run instead of silently skipping tests.
+#: CI sets this so a missing tool (or fixture directory) fails the run instead of
+#: silently skipping tests.
 REQUIRE_TOOLS = os.environ.get("PKGCHUNK_REQUIRE_TOOLS") == "1"
 
 
 def shared_fixtures() -> Path:
-    """The shared fixture directory, or skip with the reason when it is absent."""
+    """The shared fixture directory; skip with the reason when it is absent (fail under
+    PKGCHUNK_REQUIRE_TOOLS=1: CI must not pass by skipping every real-database test)."""
     if not SHARED_FIXTURES.is_dir():
-        pytest.skip(f"{SHARED_FIXTURES} is absent (only the project's CI and developers have it)")
+        msg = (
+            f"fixture directory {SHARED_FIXTURES} is absent (set PKGCHUNK_FIXTURES to it;"
+            " only the project's CI and developers have it)"
+        )
+        if REQUIRE_TOOLS:
+            pytest.fail(msg)
+        pytest.skip(msg)
     return SHARED_FIXTURES
 
 

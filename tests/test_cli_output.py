@@ -160,9 +160,23 @@ def _json(*args: str) -> Any:
     return json.loads(out)
 
 
+def _user_rules(out: str) -> str:
+    path = out + "-rules.yaml"
+    with open(path, "w") as f:
+        f.write("version: 1\nextends: debian\ngroups:\n  - name: shells\n"
+                "    packages: [bash]\n  - name: typo\n    packages: [bsah]\n")
+    return path
+
+
+def _layout_with_garbage(src: str, layout: str) -> str:
+    for n in ("2", "3"):  # one tag rewritten: the first build's blobs are garbage
+        assert run("rechunk", src, f"oci:{layout}:t", "--max-layers", n, "--fresh")[0] == 0
+    return f"oci:{layout}"
+
+
 def test_every_json_document_matches_its_documented_schema(work: dict[str, str]) -> None:
     schemas = documented_schemas()
-    assert set(schemas) == {"packages", "plan", "rechunk", "diff", "verify"}
+    assert set(schemas) == {"packages", "plan", "rechunk", "diff", "verify", "rules_check", "gc"}
     out = work["out"]
     docs: dict[str, list[Any]] = {
         "packages": [_json("packages", work["v2"])],
@@ -177,6 +191,8 @@ def test_every_json_document_matches_its_documented_schema(work: dict[str, str])
             _json("verify", work["v2"], f"oci:{out}:s2"),
             _json("verify", work["a"], work["b"]),
         ],
+        "rules_check": [_json("rules", "check", _user_rules(out), work["v2"])],
+        "gc": [_json("gc", _layout_with_garbage(work["v1"], out + "-gc"), "--dry-run")],
     }
     for command, documents in docs.items():
         schema = schemas[command]

@@ -116,3 +116,6 @@ def test_docker_input_and_a_multi_arch_index(registry: Registry, tmp_path: Path)
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith(f"pkgchunk: error: {ref}: skopeo inspect failed: ")
+    assert proc.stderr.rstrip().endswith(  # with the way out
+        "(a plain-HTTP registry: pass --src-tls-verify=false to read from it,"
+        " --dest-tls-verify=false to write to it)")
