@@ -15,10 +15,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
-from pkgchunk.render import human_size
-
 #: Seconds between two redraws of the progress line.
 INTERVAL = 0.25
+
+
+def human_size(n: float) -> str:
+    """Binary units, one decimal (``512 B``, ``1.5 MiB``): for the progress line and for
+    every table (``render`` re-exports it), so both print sizes alike."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pkgchunk.pkgdb.model import Ownership
 from pkgchunk.pkgdb.ownership import owned_paths
+from pkgchunk.progress import human_size as human_size  # one formatter for both outputs
 from pkgchunk.tree import FileTree, encode_path, parent
 
 if TYPE_CHECKING:  # types only: the pipeline modules import nothing from here
@@ -26,16 +27,6 @@ if TYPE_CHECKING:  # types only: the pipeline modules import nothing from here
 
 #: Width a name list in a table cell grows to before the rest is counted (``+N more``).
 LIST_WIDTH = 48
-
-
-def human_size(n: float) -> str:
-    """Binary units, one decimal (``512 B``, ``1.5 MiB``); also rates (progress)."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 def name_list(names: Sequence[str], width: int | None = LIST_WIDTH) -> str:
