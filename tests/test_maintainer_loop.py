@@ -380,3 +380,16 @@ def test_fixture_directory_from_the_environment(tmp_path: Path) -> None:
         link.symlink_to(SHARED_FIXTURES)
         passed = pytest_run(PKGCHUNK_FIXTURES=str(link), PKGCHUNK_REQUIRE_TOOLS="1")
         assert passed.returncode == 0 and "1 passed" in passed.stdout, passed.stdout
+
+
+def test_readme_commands_and_ci_agree() -> None:
+    """README's first command installs only what the demo needs; .ci/run runs README's
+    commands (the first without the demo, the second verbatim)."""
+    blocks = re.findall(r"```sh\n(.*?)\n```", (REPO / "README.md").read_text(), re.S)
+    first, second = blocks[0], blocks[1]
+    assert first.endswith(" && .venv/bin/pkgchunk demo") and "[test]" not in first
+    ci = (REPO / ".ci" / "run").read_text()
+    for step in first.split(" && ")[:-1]:
+        assert step in ci.replace("pip install -q ", "pip install "), step
+    assert second in ci.splitlines()
+    assert "'.[test]'" in second
