@@ -152,6 +152,8 @@ def rechunk_packages(
     write DEST reusing every unchanged compressed layer. Several sources are stacked
     in order and rechunked as one image (a merge)."""
     opts = opts or PlanOptions()
+    if opts.rules is not None:
+        load_rules(opts.rules)  # a bad rules file fails now, before any image is read
     wopts = write or WriteOptions()
     dest_ref = parse_ref(dest, output=True) if isinstance(dest, str) else dest
     with contextlib.ExitStack() as stack:
@@ -192,6 +194,8 @@ def plan_only(
     """The plan ``rechunk`` would write for SRC (``pkgchunk plan``); with ``dest``, the
     previous build is found as rechunk finds it (``--prev``, else DEST's tag)."""
     opts = opts or PlanOptions()
+    if opts.rules is not None:
+        load_rules(opts.rules)  # a bad rules file fails now, before any image is read
     if dest is not None:
         prev = _previous(parse_ref(dest, output=True) if isinstance(dest, str) else dest, opts)
     else:

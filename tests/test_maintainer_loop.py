@@ -161,6 +161,9 @@ def test_rules_errors_all_at_once_with_hints_and_file_lines(tmp_path: Path) -> N
         f"pkgchunk: error: {bad}:9:16: group 'j': frequency must be one of high, medium, low,"
         " not 'often'",
     ]
+    # The same through plan, before the (here missing) image is read.
+    code, _, err2 = run("plan", "--rules", str(bad), "rootfs:/nonexistent")
+    assert (code, err2) == (2, err)
     # PyYAML's words for an unquoted glob become a one-line hint.
     bad.write_text("version: 1\ngroups:\n  - name: k\n    packages: [*lib*]\n")
     code, _, err = run("rules", "check", str(bad))
