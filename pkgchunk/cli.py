@@ -346,6 +346,8 @@ def plan_cmd(
     if as_json:
         _print_json(plan_json(planned))
     else:
+        if planned.previous:
+            _say(f"previous build: {planned.previous}")
         _say(plan_table(planned, verbose=_verbose(), columns=_columns()))
 
 

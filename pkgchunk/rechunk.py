@@ -77,6 +77,8 @@ class Planned:
     directory_epoch: int | None = None
     #: The config labels that record this build (``plan.record``).
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: The previous build planned against (``plan_only``; rechunk reports it in its result).
+    previous: str | None = None
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,8 @@ def plan_only(
         prev = open_previous(opts.prev) if opts.prev is not None else None
     try:
         with _open_sources(src) as image:
-            return plan_tree(image.tree, opts, prev.record if prev else None)
+            planned = plan_tree(image.tree, opts, prev.record if prev else None)
+            return dataclasses.replace(planned, previous=prev.ref if prev else None)
     finally:
         if prev is not None:
             prev.close()

@@ -355,6 +355,7 @@ def _compression(media_type: str) -> str:
 def plan_json(planned: Planned) -> dict[str, Any]:
     return {
         "rules": planned.rules_name,
+        "previous": planned.previous,
         "layers": [
             {
                 "name": layer.name,

@@ -263,6 +263,9 @@ def test_plan_dest_finds_the_previous_build_as_rechunk_does(
     ok("rechunk", imgs["v1"], f"oci:{out}:app", "--max-layers", "4")
     planned = as_json("plan", imgs["v2"], "--dest", f"oci:{out}:app")
     cold = as_json("plan", imgs["v2"], "--max-layers", "4")
+    assert (planned["previous"], cold["previous"]) == (f"oci:{out}:app", None)
+    text = ok("plan", imgs["v2"], "--dest", f"oci:{out}:app")
+    assert text.splitlines()[0] == f"previous build: oci:{out}:app"
     shutil.copytree(out, tmp_path / "copy")
     written = as_json("rechunk", imgs["v2"], f"oci:{tmp_path}/copy:app")
     assert written["previous"] == f"oci:{tmp_path}/copy:app"
