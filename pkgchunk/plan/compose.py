@@ -16,7 +16,7 @@ from pkgchunk.pkgdb.model import Ownership
 from pkgchunk.plan import frequency, mtimes, planner
 from pkgchunk.plan.groups import DerivedMode, Group, build_groups
 from pkgchunk.plan.planner import Plan, PreviousPlan
-from pkgchunk.plan.record import BuildRecord, MtimeRecord, compact, encode, record_labels
+from pkgchunk.plan.record import BuildRecord, MtimeRecord, encode, record_labels
 from pkgchunk.plan.rules import Rules
 from pkgchunk.tree import FileTree
 
@@ -61,7 +61,7 @@ def plan_layers(
         probabilities=probs,
         plan=result,
         layer_specs=tuple(planner.to_layer_specs(result)),
-        label=compact(encode(result, groups, previous)),
+        label=encode(result, groups, previous),
         warnings=warnings,
     )
 

@@ -26,11 +26,7 @@ spellings (so labels of earlier builds still count).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import gzip
 import json
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -80,40 +76,6 @@ def encode(plan: Plan, groups: Sequence[Group], previous: PreviousPlan | None) -
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=True, sort_keys=True)
 
 
-#: Marks a compact label value (gzip + base64 of the JSON); JSON itself starts with '{'.
-COMPACT_PREFIX = "gz:"
-
-
-def compact(label: str) -> str:
-    """The compact spelling of a JSON label value (deterministic: no name, mtime 0)."""
-    packed = gzip.compress(label.encode("ascii"), compresslevel=9, mtime=0)
-    return COMPACT_PREFIX + base64.b64encode(packed).decode("ascii")
-
-
-def expand(value: str) -> str:
-    """The JSON text a label value holds, whichever spelling; InputError when a compact
-    value is not base64 of gzip, or would expand beyond MAX_LABEL_CHARS (a gzip bomb)."""
-    if not value.startswith(COMPACT_PREFIX):
-        return value
-    try:
-        packed = base64.b64decode(value[len(COMPACT_PREFIX) :], validate=True)
-    except (binascii.Error, ValueError):
-        raise _fail("compact value is not base64") from None
-    inflate = zlib.decompressobj(wbits=31)  # gzip framing
-    try:
-        raw = inflate.decompress(packed, MAX_LABEL_CHARS + 1)
-    except zlib.error as err:
-        raise _fail(f"compact value is not gzip ({err})") from None
-    if len(raw) > MAX_LABEL_CHARS:
-        raise _fail(f"expands beyond {MAX_LABEL_CHARS} characters")
-    if not inflate.eof or inflate.unused_data:
-        raise _fail("compact value is truncated or has trailing data")
-    try:
-        return raw.decode("ascii")
-    except UnicodeDecodeError:
-        raise _fail("compact value does not hold ASCII JSON") from None
-
-
 def _fail(problem: str) -> InputError:
     return InputError(f"{LABEL} label: {problem}")
 
@@ -134,7 +96,6 @@ def decode(label: str) -> PreviousPlan:
     """Parse and validate a label value; InputError (one line) when malformed."""
     if len(label) > MAX_LABEL_CHARS:
         raise _fail(f"larger than {MAX_LABEL_CHARS} characters")
-    label = expand(label)
     try:
         doc = json.loads(label)
     except (ValueError, RecursionError) as err:
