@@ -47,6 +47,9 @@ class DataRef:
 
     source: str
     offset: int = 0
+    #: A sparse file's data segments ``(offset in the file, length)``, in order: the
+    #: source holds them back to back at ``offset`` and everything else reads as zeros.
+    sparse: tuple[tuple[int, int], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +58,10 @@ class Entry:
 
     ``link`` is a hardlink group id: regular files with the same non-zero ``link``
     are one inode (they share ``data``). ``mode`` holds permission bits only
-    (``0o7777``); the type is ``kind``. ``mtime`` is whole seconds.
+    (``0o7777``); the type is ``kind``. ``mtime`` is whole seconds (floored) and
+    ``mtime_ns`` the nanoseconds after them, so a PAX ``mtime`` record survives exactly.
+    ``uname``/``gname`` are the names the layer gave, ``pax`` the PAX records an extractor
+    may act on (ACLs as GNU tar ``--acls`` writes them ...) that have no field of their own.
     """
 
     path: str
@@ -71,6 +77,15 @@ class Entry:
     xattrs: tuple[tuple[str, bytes], ...] = ()
     data: DataRef | None = None
     link: int = 0
+    mtime_ns: int = 0
+    uname: str = ""
+    gname: str = ""
+    pax: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def mtime_exact(self) -> tuple[int, int]:
+        """(seconds, nanoseconds): what mtime comparisons use."""
+        return (self.mtime, self.mtime_ns)
 
 
 def normalize(path: str) -> str | None:
@@ -113,6 +128,14 @@ class FileTree:
 
     entries: dict[str, Entry] = field(default_factory=dict)
     label: str = ""
+    #: The root directory's own metadata when a layer carried a ``./`` member (path '').
+    root: Entry | None = None
+    #: What the reader had to decide for itself (one line each, naming the path).
+    warnings: tuple[str, ...] = ()
+
+    def derive(self, entries: dict[str, Entry], root: Entry | None = None) -> FileTree:
+        """The same tree with other entries (and root), keeping label and warnings."""
+        return FileTree(entries, self.label, self.root if root is None else root, self.warnings)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -220,10 +243,56 @@ class _Window:
         self.close()
 
 
+class _Sparse:
+    """A sparse file's bytes: its data segments from the source, zeros in between."""
+
+    def __init__(self, f: BinaryIO, data: DataRef, size: int) -> None:
+        self._f = f
+        self._segments = list(data.sparse or ())
+        self._pos = 0  # position in the file
+        self._stored = data.offset  # where the next segment starts in the source
+        self._size = size
+
+    def read(self, n: int = -1) -> bytes:
+        if self._pos >= self._size:
+            return b""
+        if n < 0:
+            n = self._size - self._pos
+        n = min(n, self._size - self._pos)
+        while self._segments and self._segments[0][0] + self._segments[0][1] <= self._pos:
+            self._stored += self._segments.pop(0)[1]
+        if not self._segments or self._segments[0][0] > self._pos:
+            nxt = self._segments[0][0] if self._segments else self._size
+            chunk = bytes(min(n, nxt - self._pos))
+        else:
+            start, length = self._segments[0]
+            skip = self._pos - start
+            self._f.seek(self._stored + skip)
+            chunk = self._f.read(min(n, length - skip))
+            if not chunk:
+                raise InputError(f"{self._f.name}: sparse data shorter than its map")
+        self._pos += len(chunk)
+        return chunk
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> _Sparse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def open_data(entry: Entry) -> BinaryIO:
     """Open the bytes of a regular file entry (a window into its source file)."""
     assert entry.data is not None
     f = open(entry.data.source, "rb")  # noqa: SIM115 - handed to the caller
+    if entry.data.sparse is not None:
+        return _Sparse(f, entry.data, entry.size)  # type: ignore[return-value]
     return _Window(f, entry.data.offset, entry.size)  # type: ignore[return-value]
 
 

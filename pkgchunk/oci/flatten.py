@@ -45,6 +45,7 @@ _KINDS: dict[bytes, Kind] = {
     tarfile.REGTYPE: "reg",
     tarfile.AREGTYPE: "reg",
     tarfile.CONTTYPE: "reg",
+    tarfile.GNUTYPE_SPARSE: "reg",
     tarfile.DIRTYPE: "dir",
     tarfile.SYMTYPE: "sym",
     tarfile.CHRTYPE: "chr",
@@ -70,7 +71,8 @@ def flatten(layers: Iterable[tuple[str, str]], *, label: str = "") -> FileTree:
     for layer_label, tar_path in layers:
         state.apply(layer_label, tar_path)
     canonical_links(state.entries)
-    return FileTree(state.entries, label=label)
+    return FileTree(state.entries, label=label, root=state.root,
+                    warnings=tuple(state.warnings))
 
 
 def canonical_links(entries: dict[str, Entry]) -> None:
@@ -103,9 +105,17 @@ class _Flattener:
         self.added: set[str] = set()
         #: Bytes of metadata charged so far (see MAX_METADATA_BYTES).
         self.metadata = 0
+        #: The root's own metadata, from the last ``./`` member.
+        self.root: Entry | None = None
+        self.warnings: list[str] = []
+        #: Symlinks of lower layers the current layer replaced by a directory -> their target.
+        self.replaced: dict[str, str] = {}
+        self.layer = ""
 
     def apply(self, label: str, tar_path: str) -> None:
         self.added = set()
+        self.replaced = {}
+        self.layer = label
         try:
             size = os.path.getsize(tar_path)
             if size == 0:
@@ -151,35 +161,53 @@ class _Flattener:
             return
         kind = _KINDS.get(info.type)
         if kind is None:
-            what = "sparse" if info.type == tarfile.GNUTYPE_SPARSE else repr(info.type)
-            raise InputError(f"{label}: member {name!r} has unsupported type {what}")
-        if not path:
-            if kind == "dir":
-                return  # the root: not an entry
-            raise InputError(f"{label}: member {name!r} names the root but is not a directory")
+            raise InputError(f"{label}: member {name!r} has unsupported type {info.type!r}")
+        if path and self.replaced:
+            self._below_link(path)
         _check_numbers(label, info, kind)
         data = None
         if kind == "reg":
-            if info.offset_data + info.size > size:
-                raise InputError(
-                    f"{label}: member {name!r} is truncated ({info.size} bytes declared)"
-                )
-            data = DataRef(tar_path, info.offset_data)
+            data = _data(label, info, tar_path, size)
+        seconds, nanos = _mtime(info)
         entry = Entry(
             path=path,
             kind=kind,
             mode=info.mode & 0o7777,
             uid=info.uid,
             gid=info.gid,
-            mtime=math.floor(info.mtime),
+            mtime=seconds,
+            mtime_ns=nanos,
             size=info.size if kind == "reg" else 0,
             target=info.linkname if kind == "sym" else "",
             devmajor=info.devmajor if kind in ("chr", "blk") else 0,
             devminor=info.devminor if kind in ("chr", "blk") else 0,
             xattrs=_xattrs(label, info),
             data=data,
+            uname=info.uname,
+            gname=info.gname,
+            pax=_kept_pax(info),
         )
+        if not path:
+            if kind != "dir":
+                raise InputError(
+                    f"{label}: member {name!r} names the root but is not a directory"
+                )
+            self.root = entry  # the root's metadata: not an entry of the tree
+            return
         self._add(entry)
+
+    def _below_link(self, path: str) -> None:
+        """Warn about a member whose parent was a lower layer's symlink (see _add)."""
+        for anc in _ancestors_inner_first(path):
+            target = self.replaced.get(anc)
+            if target is not None:
+                self.warnings.append(
+                    f"{self.layer}: {_show(path)} is below {_show(anc)}, a symlink to "
+                    f"{target!r} in a lower layer: kept as overlay (podman, Docker) "
+                    f"applies it ({_show(anc)} becomes a directory); umoci and containerd "
+                    "follow the link instead"
+                )
+                return
 
     def _charge(self, label: str, info: tarfile.TarInfo) -> None:
         """Count the metadata this member makes us hold or copy against MAX_METADATA_BYTES."""
@@ -205,6 +233,12 @@ class _Flattener:
         if hidden in ("", ".", ".."):
             raise InputError(f"{label}: member {name!r} is not a valid whiteout")
         target = join(directory, hidden)
+        if directory and self._link_ancestor(directory):
+            # overlay extracts the layer on its own: the whiteout's parent directory is
+            # created in the layer and hides the lower layer's symlink.
+            self._dirs_for(path)
+            self._below_link(path)
+            return
         if target in self.entries:
             self._remove(target, keep=self.added)
 
@@ -235,8 +269,22 @@ class _Flattener:
             self.entries[target_path] = dataclasses.replace(target, link=link)
         self._add(dataclasses.replace(target, path=path, link=link))
 
-    def _add(self, entry: Entry) -> None:
-        path = entry.path
+    def _link_ancestor(self, path: str) -> bool:
+        """Whether ``path`` or one of its ancestors is a symlink."""
+        for anc in (*_ancestors_inner_first(path), path)[::-1]:
+            entry = self.entries.get(anc)
+            if entry is not None and entry.kind == "sym":
+                return True
+        return False
+
+    def _dirs_for(self, path: str) -> None:
+        """Make every ancestor of ``path`` a directory, as an extractor does.
+
+        A symlink of a lower layer in the way is replaced, as overlay gives it: podman and
+        Docker extract each layer into its own empty directory, so ``bin/newfile`` over a
+        lower ``bin -> usr/bin`` makes a directory ``bin`` that hides the link. Every such
+        replacement (and every later member below it) is warned about by _below_link.
+        """
         # Every entry's ancestors are directories, so only those below the deepest existing
         # directory need work: walking up to it keeps deep trees linear.
         missing = []
@@ -248,9 +296,19 @@ class _Flattener:
             missing.append(anc)
             anc = parent(anc)
         for anc in reversed(missing):
-            if anc in self.entries:
+            old = self.entries.get(anc)
+            if old is not None:
+                if old.kind == "sym" and anc not in self.added:
+                    self.replaced[anc] = old.target
                 self._remove(anc)
             self._put(Entry(path=anc, kind="dir", mode=0o755))
+
+    def _add(self, entry: Entry) -> None:
+        path = entry.path
+        replaced = len(self.replaced)
+        self._dirs_for(path)
+        if len(self.replaced) != replaced:
+            self._below_link(path)
         existing = self.entries.get(path)
         if existing is not None and not (existing.kind == "dir" and entry.kind == "dir"):
             self._remove(path)
@@ -285,6 +343,102 @@ class _Flattener:
 
 
 _NODIR = Entry(path="", kind="reg", mode=0)
+
+
+def _show(path: str) -> str:
+    return "/" + path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _ancestors_inner_first(path: str) -> list[str]:
+    out = []
+    anc = parent(path)
+    while anc:
+        out.append(anc)
+        anc = parent(anc)
+    return out
+
+
+#: PAX records that are a header field (kept in the Entry's own fields), are read into
+#: xattrs or a sparse map, or are deliberately dropped: atime/ctime change on every read,
+#: inode and device numbers of the writer's disk, charset markers and comments say nothing
+#: about the file.
+_PAX_NOT_KEPT = frozenset({
+    "path", "linkpath", "size", "uid", "gid", "uname", "gname", "mtime", "atime", "ctime",
+    "hdrcharset", "charset", "comment", "SCHILY.dev", "SCHILY.ino", "SCHILY.nlink",
+    "SCHILY.devmajor", "SCHILY.devminor", "SCHILY.filetype", "SCHILY.realsize",
+})
+_PAX_NOT_KEPT_PREFIXES = ("SCHILY.xattr.", "LIBARCHIVE.xattr.", "GNU.sparse.")
+
+
+def _kept_pax(info: tarfile.TarInfo) -> tuple[tuple[str, str], ...]:
+    """The PAX records an extractor may act on that no Entry field holds (ACLs ...)."""
+    if not info.pax_headers:
+        return ()
+    kept = [
+        (k, v) for k, v in info.pax_headers.items()
+        if k not in _PAX_NOT_KEPT and not k.startswith(_PAX_NOT_KEPT_PREFIXES)
+    ]
+    return tuple(sorted(kept))
+
+
+def _mtime(info: tarfile.TarInfo) -> tuple[int, int]:
+    """(seconds, nanoseconds) exactly as the PAX ``mtime`` record says (tarfile's float
+    loses the last digits), else the header's whole seconds."""
+    raw = info.pax_headers.get("mtime")
+    if raw is not None:
+        exact = parse_pax_time(raw)
+        if exact is not None:
+            return exact
+    return math.floor(info.mtime), 0
+
+
+def parse_pax_time(raw: str) -> tuple[int, int] | None:
+    """A PAX time ('-1.5', '1700000000.123456789') as floored seconds and nanoseconds
+    (digits beyond nanoseconds are cut, as a filesystem does); None when malformed."""
+    text = raw.strip()
+    sign = -1 if text.startswith("-") else 1
+    body = text[1:] if text[:1] in "+-" else text
+    whole, _, frac = body.partition(".")
+    if not whole.isdigit() or (frac and not frac.isdigit()) or len(whole) > 19:
+        return None
+    nanos = int((frac + "000000000")[:9]) if frac else 0
+    seconds = int(whole)
+    if sign < 0 and nanos:
+        return -seconds - 1, 1_000_000_000 - nanos
+    return sign * seconds, nanos
+
+
+def _data(label: str, info: tarfile.TarInfo, tar_path: str, size: int) -> DataRef:
+    """Where a regular member's bytes are; a sparse one's segments are checked to lie
+    inside the file, in order, and to add up to the bytes stored."""
+    segments = getattr(info, "sparse", None)
+    if segments is None:
+        if info.offset_data + info.size > size:
+            raise InputError(
+                f"{label}: member {info.name!r} is truncated ({info.size} bytes declared)"
+            )
+        return DataRef(tar_path, info.offset_data)
+    kept = tuple((int(o), int(n)) for o, n in segments if n)
+    end = 0
+    for offset, length in kept:
+        if offset < end or length < 0 or offset + length > info.size:
+            raise InputError(
+                f"{label}: member {info.name!r} has a malformed sparse map "
+                f"(segment {offset}+{length} of a {info.size}-byte file)"
+            )
+        end = offset + length
+    stored = sum(n for _, n in kept)
+    declared = getattr(info, "sparse_stored", stored)
+    if stored != declared:
+        raise InputError(
+            f"{label}: member {info.name!r} has a malformed sparse map "
+            f"({stored} bytes of data mapped, {declared} stored)"
+        )
+    if info.offset_data + stored > size:
+        raise InputError(
+            f"{label}: member {info.name!r} is truncated ({stored} sparse bytes declared)"
+        )
+    return DataRef(tar_path, info.offset_data, kept)
 
 
 def _check_numbers(label: str, info: tarfile.TarInfo, kind: Kind) -> None:

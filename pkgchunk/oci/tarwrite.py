@@ -3,7 +3,10 @@
 Members come in byte order of their paths (so every parent precedes its
 children); each parent directory a layer needs is written with the tree's own
 metadata for it; PAX records carry only what the entry has (long or non-ASCII
-names, ``SCHILY.xattr.*``), never atime/ctime; user and group names are empty.
+names, ``SCHILY.xattr.*``, a sub-second ``mtime``, the records the input had such as
+ACLs), never atime/ctime; user and group names are the input's. When the input's
+layers carried the root directory (``./``), every layer starts with it, so the root
+keeps its mode, owner and xattrs whichever layer an extractor takes it from.
 A hardlink group is one inode, so it lives in one layer: its first path is the
 regular file and the rest are LNKTYPE members pointing at it.
 """
@@ -108,16 +111,14 @@ def _show(path: str) -> str:
 
 def tarinfo(entry: Entry, *, source_date_epoch: int | None = None) -> tarfile.TarInfo:
     """The tar header for ``entry`` (as the regular file / node itself, not a hardlink)."""
-    ti = tarfile.TarInfo(entry.path)
+    ti = tarfile.TarInfo(entry.path or ".")
     ti.type = _TYPES[entry.kind]
     ti.mode = entry.mode & 0o7777
     ti.uid = entry.uid
     ti.gid = entry.gid
-    ti.uname = ""
-    ti.gname = ""
-    mtime = entry.mtime
-    if source_date_epoch is not None and mtime > source_date_epoch:
-        mtime = source_date_epoch
+    ti.uname = entry.uname
+    ti.gname = entry.gname
+    mtime, nanos = _mtime(entry, source_date_epoch)
     ti.mtime = mtime
     if entry.kind == "reg":
         ti.size = entry.size
@@ -126,7 +127,9 @@ def tarinfo(entry: Entry, *, source_date_epoch: int | None = None) -> tarfile.Ta
     elif entry.kind in ("chr", "blk"):
         ti.devmajor = entry.devmajor
         ti.devminor = entry.devminor
-    pax: dict[str, str] = {}
+    pax: dict[str, str] = dict(entry.pax)
+    if nanos:
+        pax["mtime"] = pax_time(mtime, nanos)
     for name, value in sorted(entry.xattrs):
         try:
             name.encode("utf-8", "strict")
@@ -135,6 +138,21 @@ def tarinfo(entry: Entry, *, source_date_epoch: int | None = None) -> tarfile.Ta
         pax["SCHILY.xattr." + name] = value.decode(ENC, ERRORS)
     ti.pax_headers = pax
     return ti
+
+
+def _mtime(entry: Entry, source_date_epoch: int | None) -> tuple[int, int]:
+    if source_date_epoch is not None and entry.mtime_exact > (source_date_epoch, 0):
+        return source_date_epoch, 0
+    return entry.mtime, entry.mtime_ns
+
+
+def pax_time(seconds: int, nanos: int) -> str:
+    """The PAX decimal form of (floored seconds, nanoseconds), trailing zeros cut."""
+    if seconds < 0 and nanos:
+        whole, frac = f"-{-seconds - 1}", 1_000_000_000 - nanos
+    else:
+        whole, frac = str(seconds), nanos
+    return f"{whole}.{frac:09d}".rstrip("0")
 
 
 #: Writes smaller than this are gathered before they reach the hash and the compressor.
@@ -188,6 +206,9 @@ class _Sources:
         """Write exactly ``entry.size`` bytes of ``path``'s content to ``out``."""
         assert entry.data is not None
         fd = self._fd(entry.data.source)
+        if entry.data.sparse is not None:
+            self._copy_sparse(tree, path, entry, fd, out)
+            return
         offset, left = entry.data.offset, entry.size
         while left:
             chunk = os.pread(fd, min(left, CHUNK), offset)
@@ -199,6 +220,31 @@ class _Sources:
             out.write(chunk)
             offset += len(chunk)
             left -= len(chunk)
+
+    def _copy_sparse(
+        self, tree: FileTree, path: str, entry: Entry, fd: int, out: _Coalesce
+    ) -> None:
+        """A sparse file written out whole: its segments, zeros in the holes."""
+        assert entry.data is not None and entry.data.sparse is not None
+        stored = entry.data.offset
+        pos = 0
+        for start, length in (*entry.data.sparse, (entry.size, 0)):
+            while pos < start:
+                n = min(start - pos, CHUNK)
+                out.write(bytes(n))
+                pos += n
+            left = length
+            while left:
+                chunk = os.pread(fd, min(left, CHUNK), stored)
+                if not chunk:
+                    raise InputError(
+                        f"{tree.label or 'image'}: {_show(path)}: sparse content is shorter "
+                        f"than its map"
+                    )
+                out.write(chunk)
+                stored += len(chunk)
+                left -= len(chunk)
+                pos += len(chunk)
 
     def _fd(self, source: str) -> int:
         fd = self._fds.get(source)
@@ -231,11 +277,9 @@ def member_header(
     most 100 characters, no xattrs, numbers that fit): its 512 bytes are packed here
     directly, five times faster than through tarfile. The rest goes through tarfile.
     """
-    mtime = entry.mtime
-    if source_date_epoch is not None and mtime > source_date_epoch:
-        mtime = source_date_epoch
+    mtime, nanos = _mtime(entry, source_date_epoch)
     kind = entry.kind
-    name = entry.path + "/" if kind == "dir" else entry.path
+    name = (entry.path or ".") + "/" if kind == "dir" else entry.path
     if link_to is not None:
         typ, size, linkname = tarfile.LNKTYPE[0], 0, link_to
     else:
@@ -245,6 +289,10 @@ def member_header(
     dev = kind in ("chr", "blk")
     if (
         entry.xattrs
+        or entry.pax
+        or nanos
+        or not _short_ascii(entry.uname)
+        or not _short_ascii(entry.gname)
         or len(name) > 100
         or len(linkname) > 100
         or not name.isascii()
@@ -270,10 +318,19 @@ def member_header(
     raw_link = linkname.encode("ascii")
     buf[157 : 157 + len(raw_link)] = raw_link
     buf[257:265] = tarfile.POSIX_MAGIC
+    if entry.uname:
+        buf[265 : 265 + len(entry.uname)] = entry.uname.encode("ascii")
+    if entry.gname:
+        buf[297 : 297 + len(entry.gname)] = entry.gname.encode("ascii")
     if dev:
         buf[329:345] = b"%07o\0%07o\0" % (entry.devmajor, entry.devminor)
     buf[148:155] = b"%06o\0" % sum(buf)
     return bytes(buf)
+
+
+def _short_ascii(name: str) -> bool:
+    """Fits the 32-byte ustar field without a PAX record (as tarfile decides)."""
+    return not name or (name.isascii() and len(name) < 32)
 
 
 def write_layer(
@@ -297,6 +354,10 @@ def write_layer(
     sources = _Sources()
     offset = 0
     try:
+        if tree.root is not None:
+            header = member_header(tree.root, source_date_epoch)
+            sink.write(header)
+            offset += len(header)
         for path in names:
             entry = tree.entries[path]
             has_data = entry.kind == "reg"

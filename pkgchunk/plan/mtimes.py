@@ -141,17 +141,32 @@ def apply(
     entries = dict(tree.entries)
     for path, entry in tree.entries.items():
         limit = group_limit.get(entry.link) if entry.link else limits.get(path)
-        if limit is not None and entry.mtime > limit:
-            entries[path] = dataclasses.replace(entry, mtime=limit)
-    return FileTree(entries=entries, label=tree.label)
+        if limit is not None and entry.mtime_exact > (limit, 0):
+            entries[path] = _moved(entry, limit)
+    root = tree.root
+    if root is not None:
+        # The root is a directory like any other: it takes the directories' limit.
+        limit = floor
+        if source_date_epoch is not None:
+            limit = source_date_epoch if limit is None else min(limit, source_date_epoch)
+        if limit is not None and root.mtime_exact > (limit, 0):
+            root = _moved(root, limit)
+    return tree.derive(entries, root)
+
+
+def _moved(entry: Entry, limit: int) -> Entry:
+    return dataclasses.replace(entry, mtime=limit, mtime_ns=0)
 
 
 def _clamp_all(tree: FileTree, epoch: int) -> FileTree:
     entries = {
-        p: (dataclasses.replace(e, mtime=epoch) if e.mtime > epoch else e)
+        p: (_moved(e, epoch) if e.mtime_exact > (epoch, 0) else e)
         for p, e in tree.entries.items()
     }
-    return FileTree(entries=entries, label=tree.label)
+    root = tree.root
+    if root is not None and root.mtime_exact > (epoch, 0):
+        root = _moved(root, epoch)
+    return tree.derive(entries, root)
 
 
 def directory_epoch(tree: FileTree, ownership: Ownership, carried: int | None = None) -> int | None:

@@ -154,16 +154,23 @@ REFUSED: dict[str, tuple[Callable[[], bytes], str]] = {
         lambda: chain(5000, tarfile.GNUTYPE_LONGNAME), "extended headers in a row"),
     "5000 global headers in a row (recursion)": (
         lambda: chain(5000, tarfile.XGLTYPE), "extended headers in a row"),
-    # sparse files: tarfile half-supports them, the content would come out wrong
-    "GNU sparse member": (lambda: header("s", tarfile.GNUTYPE_SPARSE) + END, "sparse"),
-    "pax sparse 0.0": (
+    # sparse files are read (tests/oci/test_sparse.py); malformed maps are refused
+    "pax sparse 0.0 numblocks wrong": (
         lambda: pax_member(pax_record(b"GNU.sparse.size", b"10")
-                           + pax_record(b"GNU.sparse.numblocks", b"1")), "sparse file"),
-    "pax sparse 0.1": (sparse_01, "sparse file"),
-    "pax sparse 1.0": (sparse_10, "sparse file"),
+                           + pax_record(b"GNU.sparse.numblocks", b"1")), "numblocks says 1"),
+    "pax sparse 0.1 maps more than stored": (
+        lambda: pax_member(pax_record(b"GNU.sparse.map", b"0,5")
+                           + pax_record(b"GNU.sparse.realsize", b"4096")), "malformed sparse map"),
+    "pax sparse 0.1 map past the end": (
+        lambda: pax_member(pax_record(b"GNU.sparse.map", b"4096,1")
+                           + pax_record(b"GNU.sparse.realsize", b"4096")), "malformed sparse map"),
+    "pax sparse 1.0 map past the data": (sparse_10, "sparse map runs past"),
+    "pax sparse 2.0": (
+        lambda: pax_member(pax_record(b"GNU.sparse.major", b"2")
+                           + pax_record(b"GNU.sparse.realsize", b"1")), "not supported"),
     "sparse via global header": (
         lambda: ext_header(pax_record(b"GNU.sparse.major", b"1"), tarfile.XGLTYPE)
-        + member("f", b"x"), "sparse file"),
+        + member("f", b"x"), "global pax header"),
     # xattr records
     "libarchive xattr not base64": (
         lambda: pax_member(pax_record(b"LIBARCHIVE.xattr.user.x", b"!!")), "malformed xattr"),
