@@ -342,7 +342,7 @@ def plan_cmd(
         ignore_pkgdb_errors=ignore_pkgdb_errors,
     )
     planned = plan_only(srcs[0] if len(srcs) == 1 else list(srcs), popts, dest)
-    _warn(planned.ownership.warnings + planned.outcome.warnings)
+    _warn(planned.tree.warnings + planned.ownership.warnings + planned.outcome.warnings)
     if as_json:
         _print_json(plan_json(planned))
     else:
@@ -374,25 +374,49 @@ def diff_cmd(old: str, new: str, as_json: bool) -> None:
 
 
 @cli.command("verify")
-@click.argument("a")
-@click.argument("b")
+@click.argument("a", metavar="INPUT")
+@click.argument("b", metavar="OUTPUT")
+@click.option(
+    "--symmetric", is_flag=True,
+    help="Compare two arbitrary images: no build record excuses anything, every label counts.",
+)
+@click.option(
+    "--source-date-epoch", type=click.IntRange(min=0), envvar="SOURCE_DATE_EPOCH", default=None,
+    help="The epoch OUTPUT was built with: lets its recorded clamp to it count "
+         "[env: SOURCE_DATE_EPOCH].",
+)
+@click.option(
+    "--prev", default=None, metavar="IMAGE",
+    help="The previous build OUTPUT was made against: lets the limits it carried count.",
+)
 @click.option("--ignore-mtime", is_flag=True, help="Do not compare modification times.")
 @click.option(
     "--mtime-clamp", type=int, default=None, metavar="EPOCH",
-    help="B was written with SOURCE_DATE_EPOCH=EPOCH: expect min(mtime of A, EPOCH).",
+    help="Expect min(mtime of INPUT, EPOCH) in OUTPUT.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document (docs/json.md).")
 @_transport_options
 @_output_options
 @handle_errors
 def verify_cmd(
-    a: str, b: str, ignore_mtime: bool, mtime_clamp: int | None, as_json: bool
+    a: str, b: str, symmetric: bool, source_date_epoch: int | None, prev: str | None,
+    ignore_mtime: bool, mtime_clamp: int | None, as_json: bool,
 ) -> None:
-    """Compare images A and B path by path; exit 0 when they hold the same files, 1 when not."""
+    """Prove OUTPUT holds exactly INPUT's files; exit 0 when it does, 1 when not.
+
+    OUTPUT's build record (org.pkgchunk.* labels) may excuse only what its policy produces
+    from INPUT: mtimes moved back to the values it derives from INPUT (and from --prev,
+    --source-date-epoch). A label claiming more is itself a difference. --symmetric
+    compares two images and excuses nothing.
+    """
     from pkgchunk.render import verify_json, verify_text
     from pkgchunk.verify import verify
 
-    result = verify(a, b, ignore_mtime=ignore_mtime, mtime_clamp=mtime_clamp)
+    result = verify(
+        a, b, ignore_mtime=ignore_mtime, mtime_clamp=mtime_clamp, symmetric=symmetric,
+        source_date_epoch=source_date_epoch, prev=prev,
+    )
+    _warn(result.notes)
     if as_json:
         _print_json(verify_json(a, b, result))
     else:

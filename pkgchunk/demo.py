@@ -365,6 +365,6 @@ def run_demo(directory: str, echo: Callable[[str], None] = print, max_layers: in
         echo("  " + line)
     echo("what a client holding the previous build pulls:")
     echo(diff_text(diff(f"oci:{out}:before", dest)))
-    check = verify(src, dest)
+    check = verify(src, dest, prev=f"oci:{out}:before")
     echo(verify_text(check))
     return check.identical

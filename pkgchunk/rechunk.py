@@ -186,7 +186,7 @@ def rechunk_packages(
             log.debug("wrote %s in %.1f s (%d of %d layers reused)", result.ref,
                       time.monotonic() - t2, sum(w.reused for w in result.layers),
                       len(result.layers))
-        warnings = planned.ownership.warnings + planned.outcome.warnings
+        warnings = planned.tree.warnings + planned.ownership.warnings + planned.outcome.warnings
         return RechunkResult(result, planned, prev.ref if prev else None, warnings, release)
 
 

@@ -391,15 +391,20 @@ def rechunk_json(result: RechunkResult) -> dict[str, Any]:
 # --------------------------------------------------------------------------- verify
 
 def verify_json(a: str, b: str, result: VerifyResult) -> dict[str, Any]:
+    from pkgchunk.verify import ROOT  # the root's metadata: shown as "/"
+
     return {
         "a": a,
         "b": b,
         "identical": result.identical,
+        "symmetric": result.symmetric,
         "paths": result.paths,
         "differences": [
-            {"path": "/" + d.path if d.path else None, "what": d.what}
+            {"path": ("/" if d.path == ROOT else "/" + d.path) if d.path else None,
+             "what": d.what}
             for d in result.differences
         ],
+        "notes": list(result.notes),
     }
 
 

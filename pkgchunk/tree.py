@@ -132,10 +132,16 @@ class FileTree:
     root: Entry | None = None
     #: What the reader had to decide for itself (one line each, naming the path).
     warnings: tuple[str, ...] = ()
+    #: Paths whose meaning runtimes disagree on (added below a lower layer's symlink):
+    #: the tree holds them as overlay applies them; ``verify`` reports each.
+    ambiguous: tuple[str, ...] = ()
 
     def derive(self, entries: dict[str, Entry], root: Entry | None = None) -> FileTree:
-        """The same tree with other entries (and root), keeping label and warnings."""
-        return FileTree(entries, self.label, self.root if root is None else root, self.warnings)
+        """The same tree with other entries (and root), keeping what the reader noted."""
+        return FileTree(
+            entries, self.label, self.root if root is None else root, self.warnings,
+            self.ambiguous,
+        )
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -1,9 +1,12 @@
-"""Prove two images hold the same files: every path, every attribute a layer can carry.
+"""Prove an output holds exactly its input's files: every path, every attribute a layer
+can carry.
 
-Content is compared by streaming sha256, never by loading files. Hardlinks are
-compared as sets of paths (group ids are only labels). With a clamp, mtimes
-that rechunk moved back to SOURCE_DATE_EPOCH still count as equal, and nothing
-else does.
+``verify INPUT OUTPUT`` is asymmetric: OUTPUT's build record (its ``org.pkgchunk.*``
+labels) may excuse only what its policy produces from INPUT (``claims.py``); everything
+else must be equal, and a label claiming more is itself a difference. ``symmetric=True``
+compares two arbitrary images and excuses nothing. Content is compared by streaming
+sha256, never by loading files. Hardlinks are compared as sets of paths (group ids are only
+labels).
 """
 
 from __future__ import annotations
@@ -13,15 +16,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pkgchunk.claims import Stated, expected_output
 from pkgchunk.io import open_image
-from pkgchunk.pkgdb.ownership import collect
-from pkgchunk.plan import mtimes
-from pkgchunk.plan.record import BuildRecord
+from pkgchunk.plan.record import LABEL, MTIME_LABEL
+from pkgchunk.previous import open_previous
 from pkgchunk.refs import ImageRef
 from pkgchunk.tree import ENC, ERRORS, Entry, FileTree, encode_path
 
-#: Config labels pkgchunk itself adds; they are not a difference.
+#: Config labels pkgchunk itself adds.
 OWN_LABEL_PREFIX = "org.pkgchunk."
+#: The path of a Difference about the root directory's own metadata.
+ROOT = "."
 #: Top-level config fields that describe what runs, compared between images.
 _CONFIG_FIELDS = ("architecture", "os", "os.version", "os.features", "variant")
 
@@ -34,14 +39,23 @@ class Difference:
     what: str
 
     def __str__(self) -> str:
-        where = "/" + path_text(self.path) if self.path else "<config>"
-        return f"{where}: {self.what}"
+        return f"{self.where}: {self.what}"
+
+    @property
+    def where(self) -> str:
+        if not self.path:
+            return "<config>"
+        return "/" if self.path == ROOT else "/" + path_text(self.path)
 
 
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
+    """``notes`` say how to read the result (arguments that look swapped ...)."""
+
     paths: int
     differences: tuple[Difference, ...]
+    notes: tuple[str, ...] = ()
+    symmetric: bool = False
 
     @property
     def identical(self) -> bool:
@@ -122,7 +136,36 @@ def compare(
             what.append(f"hardlinks {_fmt_group(ga)} != {_fmt_group(gb)}")
         if what:
             diffs.append(Difference(path, "; ".join(what)))
-    return diffs
+    return _root_diffs(tree_a, tree_b, ignore_mtime, mtime_clamp) + diffs + _ambiguous(
+        tree_a, tree_b
+    )
+
+
+def _root_diffs(
+    tree_a: FileTree, tree_b: FileTree, ignore_mtime: bool, mtime_clamp: int | None
+) -> list[Difference]:
+    """The root directory's own metadata, where a layer carried it (``./``)."""
+    a, b = tree_a.root, tree_b.root
+    if a is None and b is None:
+        return []
+    if a is None or b is None:
+        side = "A" if b is None else "B"
+        return [Difference(ROOT, f"root directory's metadata (./) only in {side}")]
+    unused = _Hasher(tree_a)
+    what = _entry_diffs(a, b, unused, unused, ignore_mtime, mtime_clamp)
+    return [Difference(ROOT, "; ".join(what))] if what else []
+
+
+def _ambiguous(tree_a: FileTree, tree_b: FileTree) -> list[Difference]:
+    """Paths runtimes disagree on: what they mean is not proved, whatever the other side."""
+    out = []
+    for side, tree in (("A", tree_a), ("B", tree_b)):
+        for path in tree.ambiguous:
+            out.append(Difference(path, (
+                f"ambiguous in {side}: added below a lower layer's symlink; compared as "
+                "overlay (podman, Docker) applies it, umoci and containerd follow the link"
+            )))
+    return out
 
 
 def _entry_diffs(
@@ -141,9 +184,17 @@ def _entry_diffs(
     if (a.uid, a.gid) != (b.uid, b.gid):
         what.append(f"owner {a.uid}:{a.gid} != {b.uid}:{b.gid}")
     if not ignore_mtime:
-        want = a.mtime if mtime_clamp is None else min(a.mtime, mtime_clamp)
-        if want != b.mtime:
-            what.append(f"mtime {want} != {b.mtime}")
+        want = a.mtime_exact
+        if mtime_clamp is not None:
+            want = min(want, (mtime_clamp, 0))
+        if want != b.mtime_exact:
+            what.append(f"mtime {_time(want)} != {_time(b.mtime_exact)}")
+    if (a.uname, a.gname) != (b.uname, b.gname):
+        what.append(f"owner names {a.uname!r}:{a.gname!r} != {b.uname!r}:{b.gname!r}")
+    if a.pax != b.pax:
+        pa, pb = dict(a.pax), dict(b.pax)
+        names = sorted(n for n in set(pa) | set(pb) if pa.get(n) != pb.get(n))
+        what.append("pax records differ (" + ", ".join(names) + ")")
     if a.kind == "reg":
         if a.size != b.size:
             what.append(f"size {a.size} != {b.size}")
@@ -160,15 +211,27 @@ def _entry_diffs(
     return what
 
 
+def _time(exact: tuple[int, int]) -> str:
+    seconds, nanos = exact
+    return str(seconds) if not nanos else f"{seconds}.{nanos:09d}".rstrip("0")
+
+
 def _empty(value: Any) -> bool:
     return value is None or value == {} or value == [] or value == ""
 
 
-def compare_config(config_a: Mapping[str, Any], config_b: Mapping[str, Any]) -> list[Difference]:
+def compare_config(
+    config_a: Mapping[str, Any],
+    config_b: Mapping[str, Any],
+    *,
+    skip_labels: frozenset[str] | set[str] | None = None,
+) -> list[Difference]:
     """Differences in what the image runs as (platform, Env, Entrypoint, Labels...).
 
-    Labels pkgchunk adds (``org.pkgchunk.*``) and empty-vs-absent fields are not
-    differences; layers, history and timestamps are not compared here.
+    Labels are compared one by one, except ``skip_labels`` (the ones a claims step checked
+    instead: None skips every ``org.pkgchunk.*`` label, as the old verify did).
+    Empty-vs-absent fields are not differences; layers, history and timestamps are not
+    compared here.
     """
     diffs: list[Difference] = []
     for key in _CONFIG_FIELDS:
@@ -177,18 +240,28 @@ def compare_config(config_a: Mapping[str, Any], config_b: Mapping[str, Any]) -> 
             diffs.append(Difference("", f"{key} {va!r} != {vb!r}"))
     inner_a = dict(config_a.get("config") or {})
     inner_b = dict(config_b.get("config") or {})
-    for inner in (inner_a, inner_b):
-        labels = {
-            k: v
-            for k, v in (inner.get("Labels") or {}).items()
-            if not k.startswith(OWN_LABEL_PREFIX)
-        }
-        inner["Labels"] = labels
+    labels_a = dict(inner_a.pop("Labels", None) or {})
+    labels_b = dict(inner_b.pop("Labels", None) or {})
     for key in sorted(set(inner_a) | set(inner_b)):
         va, vb = inner_a.get(key), inner_b.get(key)
         if va != vb and not (_empty(va) and _empty(vb)):
             diffs.append(Difference("", f"config.{key} {va!r} != {vb!r}"))
+    for key in sorted(set(labels_a) | set(labels_b)):
+        if skip_labels is None and key.startswith(OWN_LABEL_PREFIX):
+            continue
+        if skip_labels is not None and key in skip_labels:
+            continue
+        va, vb = labels_a.get(key), labels_b.get(key)
+        if va != vb:
+            diffs.append(Difference("", f"label {key} {_label(va)} != {_label(vb)}"))
     return diffs
+
+
+def _label(value: object) -> str:
+    return "(absent)" if value is None else repr(value)
+
+
+_RECORD_LABELS = (LABEL, MTIME_LABEL)
 
 
 def verify(
@@ -198,28 +271,61 @@ def verify(
     ignore_mtime: bool = False,
     mtime_clamp: int | None = None,
     check_config: bool | None = None,
+    symmetric: bool = False,
+    source_date_epoch: int | None = None,
+    prev: str | ImageRef | None = None,
 ) -> VerifyResult:
-    """Open both images and compare them; the config too unless either is a plain rootfs."""
-    with open_image(ref_a) as a, open_image(ref_b) as b:
-        diffs: list[Difference] = []
-        if check_config is None:
-            check_config = not (_is_rootfs(ref_a) or _is_rootfs(ref_b))
-        if check_config:
-            diffs.extend(compare_config(a.config, b.config))
-        tree_a = a.tree
-        policy = BuildRecord.from_labels(b.labels).mtime
-        if policy is not None and not ignore_mtime:
-            # B says how rechunk moved mtimes: apply the same policy to A, compare exactly.
-            ownership = collect(tree_a, ignore_errors=True)
-            tree_a = mtimes.apply(
-                tree_a, ownership, policy=policy.policy,
-                source_date_epoch=policy.source_date_epoch,
-                directory_epoch=policy.directory_epoch,
+    """Compare INPUT ``ref_a`` and OUTPUT ``ref_b`` (the config too unless either is a plain
+    rootfs).
+
+    Asymmetric unless ``symmetric``: B's build record may excuse only what its policy
+    produces from A, given the ``source_date_epoch`` and previous build ``prev`` the caller
+    states (claims.py). ``ignore_mtime`` and ``mtime_clamp`` are the caller's own excuses.
+    """
+    previous = open_previous(prev) if prev is not None and not symmetric else None
+    try:
+        with open_image(ref_a) as a, open_image(ref_b) as b:
+            diffs: list[Difference] = []
+            notes: list[str] = []
+            if check_config is None:
+                check_config = not (_is_rootfs(ref_a) or _is_rootfs(ref_b))
+            expected = a.tree
+            skip: set[str] = set()
+            if not symmetric:
+                stated = Stated(
+                    source_date_epoch=source_date_epoch,
+                    previous=previous.record if previous is not None else None,
+                    previous_ref=str(prev) if prev is not None else None,
+                )
+                claims = expected_output(a.tree, b.labels, len(b.layers), stated)
+                diffs.extend(Difference("", p) for p in claims.problems)
+                expected, skip = claims.expected, claims.vouched
+                notes.extend(_swapped(a.labels, b.labels))
+            if check_config:
+                diffs.extend(compare_config(a.config, b.config, skip_labels=skip))
+            diffs.extend(
+                compare(expected, b.tree, ignore_mtime=ignore_mtime, mtime_clamp=mtime_clamp)
             )
-        diffs.extend(
-            compare(tree_a, b.tree, ignore_mtime=ignore_mtime, mtime_clamp=mtime_clamp)
-        )
-        return VerifyResult(paths=len(a.tree), differences=tuple(diffs))
+            return VerifyResult(
+                paths=len(a.tree), differences=tuple(diffs), notes=tuple(notes),
+                symmetric=symmetric,
+            )
+    finally:
+        if previous is not None:
+            previous.close()
+
+
+def _swapped(labels_a: Mapping[str, str], labels_b: Mapping[str, str]) -> list[str]:
+    """A hint when INPUT looks like pkgchunk's output and OUTPUT like its input."""
+    if any(k in labels_a for k in _RECORD_LABELS) and not any(
+        k in labels_b for k in _RECORD_LABELS
+    ):
+        return [
+            "A (the INPUT) carries pkgchunk's build record and B (the OUTPUT) does not: "
+            "were the arguments swapped? verify INPUT OUTPUT excuses only what B's record "
+            "produces from A; --symmetric compares two images excusing nothing"
+        ]
+    return []
 
 
 def _is_rootfs(ref: str | ImageRef) -> bool:

@@ -190,6 +190,8 @@ def test_every_json_document_matches_its_documented_schema(work: dict[str, str])
         "verify": [
             _json("verify", work["v2"], f"oci:{out}:s2"),
             _json("verify", work["a"], work["b"]),
+            _json("verify", f"oci:{out}:s2", work["v2"]),  # swapped: a note
+            _json("verify", work["a"], work["b"], "--symmetric"),
         ],
         "rules_check": [_json("rules", "check", _user_rules(out), work["v2"])],
         "gc": [_json("gc", _layout_with_garbage(work["v1"], out + "-gc"), "--dry-run")],
@@ -213,7 +215,9 @@ def test_every_json_document_matches_its_documented_schema(work: dict[str, str])
     assert d["pull_bytes"] == sum(la["bytes"] for la in d["layers"] if la["pulled"])
     layer_names = {la["name"] for la in s2["layers"]}
     assert d["changed_groups"] and all(g["layer"] in layer_names for g in d["changed_groups"])
-    same, differ = docs["verify"]
+    same, differ, swapped, symmetric = docs["verify"]
+    assert not swapped["identical"] and any("swapped" in n for n in swapped["notes"])
+    assert symmetric["symmetric"] and not same["symmetric"] and not same["notes"]
     assert same["identical"] and same["differences"] == [] and same["paths"] > 100
     assert not differ["identical"]
     assert {"path": None, "what": "config.Env ['X=1'] != ['X=2']"} in differ["differences"]

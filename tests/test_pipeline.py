@@ -92,7 +92,7 @@ def test_update_keeps_unchanged_layers_identical(tmp_path: Path) -> None:
     assert not any(s in g.group for g in result.groups for s in unchanged_sources)
 
     # Nothing lost: verify applies the recorded mtime policy to the input and compares exactly.
-    assert verify(f"rootfs:{root2}", f"oci:{out}:v2").identical
+    assert verify(f"rootfs:{root2}", f"oci:{out}:v2", prev=f"oci:{out}:v1").identical
     # The same rebuild without the clamp changes layers that hold no updated package.
     keep = rechunk_packages(
         f"rootfs:{root2}", f"oci:{out}:keep",

@@ -72,7 +72,7 @@ def flatten(layers: Iterable[tuple[str, str]], *, label: str = "") -> FileTree:
         state.apply(layer_label, tar_path)
     canonical_links(state.entries)
     return FileTree(state.entries, label=label, root=state.root,
-                    warnings=tuple(state.warnings))
+                    warnings=tuple(state.warnings), ambiguous=tuple(state.ambiguous))
 
 
 def canonical_links(entries: dict[str, Entry]) -> None:
@@ -108,6 +108,7 @@ class _Flattener:
         #: The root's own metadata, from the last ``./`` member.
         self.root: Entry | None = None
         self.warnings: list[str] = []
+        self.ambiguous: list[str] = []
         #: Symlinks of lower layers the current layer replaced by a directory -> their target.
         self.replaced: dict[str, str] = {}
         self.layer = ""
@@ -201,6 +202,7 @@ class _Flattener:
         for anc in _ancestors_inner_first(path):
             target = self.replaced.get(anc)
             if target is not None:
+                self.ambiguous.append(path)
                 self.warnings.append(
                     f"{self.layer}: {_show(path)} is below {_show(anc)}, a symlink to "
                     f"{target!r} in a lower layer: kept as overlay (podman, Docker) "
