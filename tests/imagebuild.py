@@ -72,6 +72,8 @@ class Member:
     devminor: int = 0
     xattrs: Mapping[str, bytes] = field(default_factory=dict)
     pax: Mapping[str, str] = field(default_factory=dict)
+    uname: str = ""
+    gname: str = ""
 
     def tarinfo(self) -> tarfile.TarInfo:
         info = tarfile.TarInfo(_text(self.name))
@@ -79,6 +81,7 @@ class Member:
         default = 0o755 if self.type == "dir" else 0o777 if self.type == "symlink" else 0o644
         info.mode = default if self.mode is None else self.mode
         info.uid, info.gid, info.mtime = self.uid, self.gid, self.mtime
+        info.uname, info.gname = self.uname, self.gname
         info.linkname = _text(self.target)
         info.devmajor, info.devminor = self.devmajor, self.devminor
         info.size = len(self.data) if self.type == "file" else 0
