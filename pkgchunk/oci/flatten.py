@@ -401,6 +401,7 @@ def parse_pax_time(raw: str) -> tuple[int, int] | None:
     sign = -1 if text.startswith("-") else 1
     body = text[1:] if text[:1] in "+-" else text
     whole, _, frac = body.partition(".")
+    whole = whole or ("0" if frac else "")
     if not whole.isdigit() or (frac and not frac.isdigit()) or len(whole) > 19:
         return None
     nanos = int((frac + "000000000")[:9]) if frac else 0
