@@ -60,18 +60,43 @@ def _history(group: Group | None, old: GroupHistory | None) -> GroupHistory:
     return GroupHistory(seen=seen, changed=changed, version=version)
 
 
+def _changed_nothing(
+    plan: Plan, by_key: Mapping[str, Group], previous: PreviousPlan | None
+) -> bool:
+    """The same layers holding the same groups at the same versions as the previous build."""
+    if previous is None:
+        return False
+    if [(la.name, tuple(la.groups)) for la in plan.layers] != [
+        (la.name, tuple(la.groups)) for la in previous.layers
+    ]:
+        return False
+    for layer in plan.layers:
+        for key in layer.groups:
+            old = previous.history.get(key)
+            group = by_key.get(key)
+            if old is None or old.version != (group.version if group is not None else ""):
+                return False
+    return True
+
+
 def encode(plan: Plan, groups: Sequence[Group], previous: PreviousPlan | None) -> str:
-    """The label value for this build: its plan plus updated per-group history."""
+    """The label value for this build: its plan plus updated per-group history.
+
+    A build that changed nothing (same layers, same groups, same versions) records no new
+    build: its label is the previous one, so a no-op rebuild gives the same config and
+    manifest digest (bootc and GitOps tools take a new digest as an update)."""
     by_key = {g.key: g for g in groups}
     old = previous.history if previous is not None else {}
+    unchanged = _changed_nothing(plan, by_key, previous)
     layers = []
     for layer in plan.layers:
         entries = []
         for key in layer.groups:
-            h = _history(by_key.get(key), old.get(key))
+            h = old[key] if unchanged else _history(by_key.get(key), old.get(key))
             entries.append([key, h.seen, h.changed, h.version])
         layers.append([layer.name, entries])
-    builds = min(MAX_COUNT, (previous.builds if previous is not None else 0) + 1)
+    builds = (previous.builds if previous is not None else 0) + (0 if unchanged else 1)
+    builds = min(MAX_COUNT, builds)
     doc = {"v": FORMAT_VERSION, "n": builds, "layers": layers}
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=True, sort_keys=True)
 

@@ -160,5 +160,35 @@ def test_compose_is_the_whole_recipe() -> None:
     assert broken.warnings and broken.warnings[0].startswith(f"{LABEL} label: not JSON")
     assert decode(broken.label).builds == 1
     fresh = compose(tree, own, rules, _rec(out.label), fresh=True).outcome
-    assert decode(fresh.label).builds == 2  # history kept, layout recomputed
+    # history kept, layout recomputed: the same layout again, so no build is recorded
+    assert decode(fresh.label).builds == 1 and fresh.label == out.label
     assert isinstance(fresh.plan, Plan)
+
+
+def test_a_build_that_changed_nothing_records_nothing() -> None:
+    """Same layers, same groups, same versions: the label is the previous one, byte for byte
+    (a counter would move the config digest of a no-op rebuild); any change records a build."""
+    from pkgchunk.plan.groups import Group
+    from pkgchunk.plan.planner import Plan, PlannedLayer
+
+    def plan_of(*layers: tuple[str, tuple[str, ...]]) -> Plan:
+        return Plan(layers=tuple(
+            PlannedLayer(name=n, groups=g, packages=(), paths=(), bytes=0, change_probability=0.0)
+            for n, g in layers
+        ))
+
+    def groups(**versions: str) -> list[Group]:
+        return [Group(key=k, kind="source", packages=(), versions=(v,), paths=(), bytes=0)
+                for k, v in versions.items()]
+
+    plan = plan_of(("a", ("src/a",)), ("b", ("src/b",)))
+    first = encode(plan, groups(**{"src/a": "1", "src/b": "1"}), None)
+    again = encode(plan, groups(**{"src/a": "1", "src/b": "1"}), decode(first))
+    assert again == first
+    assert encode(plan, groups(**{"src/a": "1", "src/b": "1"}), decode(again)) == first
+    updated = decode(encode(plan, groups(**{"src/a": "2", "src/b": "1"}), decode(first)))
+    assert updated.builds == 2 and updated.history["src/a"].changed == 1
+    assert updated.history["src/b"].seen == 2
+    moved = decode(encode(plan_of(("a", ("src/a", "src/b"))),
+                          groups(**{"src/a": "1", "src/b": "1"}), decode(first)))
+    assert moved.builds == 2
