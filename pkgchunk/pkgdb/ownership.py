@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Sequence
 
 from pkgchunk.errors import PkgdbError, PkgdbWarning
-from pkgchunk.pkgdb import registry
+from pkgchunk.pkgdb import registry, rpmbackend
 from pkgchunk.pkgdb.model import Ownership, Package, PackageDb, PackageDbReader
 from pkgchunk.tree import FileTree, normalize
 
@@ -73,14 +73,15 @@ def collect(
     dbs: list[PackageDb] = []
     notes: list[str] = []
     pkgdb: set[str] = set()
+    detected: list[tuple[PackageDbReader, list[str]]] = []
     for reader in found:
         try:
-            paths = _detect(reader, tree, notes)
+            detected.append((reader, _detect(reader, tree, notes)))
         except PkgdbError as err:
             if not ignore_errors:
                 raise
             notes.append(f"{err}; {reader.format} databases ignored")
-            continue
+    for reader, paths in _one_rpm_backend(tree, detected, notes, pkgdb):
         for path in paths:
             try:
                 dbs.append(_read(reader, tree, path, notes))
@@ -137,6 +138,32 @@ def _owner_tuples(
         t = (keys,) if isinstance(keys, str) else tuple(sorted(keys))
         out[path] = shared.setdefault(t, t)
     return out
+
+
+def _one_rpm_backend(
+    tree: FileTree,
+    detected: list[tuple[PackageDbReader, list[str]]],
+    notes: list[str],
+    pkgdb: set[str],
+) -> list[tuple[PackageDbReader, list[str]]]:
+    """rpm reads one backend: keep the databases of the format it would read, warn about
+    the rest (their files still count as package-database files)."""
+    present = {r.format for r, paths in detected if paths and r.format.startswith("rpm-")}
+    if len(present) < 2:
+        return detected
+    chosen, why = rpmbackend.choose(tree, present)
+    kept: list[tuple[PackageDbReader, list[str]]] = []
+    for reader, paths in detected:
+        if reader.format.startswith("rpm-") and reader.format != chosen:
+            for path in paths:
+                notes.append(
+                    f"/{path}: {reader.format} database ignored: rpm reads {chosen} here "
+                    f"({why}); its packages are not taken as installed"
+                )
+                pkgdb.add(path)
+            continue
+        kept.append((reader, paths))
+    return kept
 
 
 def _detect(reader: PackageDbReader, tree: FileTree, notes: list[str]) -> list[str]:
