@@ -25,7 +25,7 @@ def files(mtime: int | None = None, **kw: object) -> list[Member]:
         return T + n if mtime is None else mtime
     return [
         directory("etc", mtime=t(1)),
-        file("etc/conf", b"a=1\n", mtime=t(2), **kw),  # type: ignore[arg-type]
+        file("etc/conf", b"a=1\n", mtime=t(2), **kw),
         file("etc/other", b"b=2\n", mtime=t(3)),
         symlink("etc/link", "conf", mtime=t(4)),
     ]

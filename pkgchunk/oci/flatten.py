@@ -241,6 +241,8 @@ class _Flattener:
             self._dirs_for(path)
             self._below_link(path)
             return
+        if self.replaced:
+            self._below_link(path)  # below a link this layer already replaced
         if target in self.entries:
             self._remove(target, keep=self.added)
 

@@ -91,8 +91,8 @@ class GuardedTarInfo(tarfile.TarInfo):
         except tarfile.HeaderError as err:
             raise tarfile.ReadError(str(err)) from None
         if not glob and any(k.startswith("GNU.sparse.") for k in headers):
-            member.sparse = _sparse_map(tf, member, headers, records)
-            member.sparse_stored = member.size
+            member.sparse = _sparse_map(tf, member, headers, records)  # type: ignore[assignment]
+            member.sparse_stored = member.size  # type: ignore[attr-defined]
         if not glob:
             member._apply_pax_info(headers, enc, errors)  # type: ignore[attr-defined]
             member.offset = self.offset

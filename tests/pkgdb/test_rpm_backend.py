@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -33,7 +34,7 @@ def rootfs(tmp: Path, macros: str | None = None, macro_file: str = "usr/lib/rpm/
     return tmp / "root"
 
 
-def packages_cli(root: Path) -> tuple[dict[str, object], str]:
+def packages_cli(root: Path) -> tuple[dict[str, Any], str]:
     res = CliRunner().invoke(cli, ["packages", f"rootfs:{root}", "--json"])
     assert res.exit_code == 0, res.output
     return json.loads(res.stdout), res.stderr
@@ -43,8 +44,8 @@ def test_newest_format_wins_and_the_stale_one_is_named(tmp_path: Path) -> None:
     root = rootfs(tmp_path)
     doc, err = packages_cli(root)
     dbs = doc["databases"]
-    assert [d["format"] for d in dbs] == ["rpm-sqlite"]  # type: ignore[index, union-attr]
-    names = {p["name"] for p in doc["packages"]}  # type: ignore[index, union-attr]
+    assert [d["format"] for d in dbs] == ["rpm-sqlite"]
+    names = {p["name"] for p in doc["packages"]}
     assert len(names) >= 100 and "hello" not in names
     lines = [ln for ln in err.splitlines() if "Packages" in ln]
     assert len(lines) == 1 and "/var/lib/rpm/Packages: rpm-bdb database ignored" in lines[0]

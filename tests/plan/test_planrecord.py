@@ -178,7 +178,7 @@ def test_a_build_that_changed_nothing_records_nothing() -> None:
         ))
 
     def groups(**versions: str) -> list[Group]:
-        return [Group(key=k, kind="source", packages=(), versions=(v,), paths=(), bytes=0)
+        return [Group(key=k, kind="package", packages=(), versions=(v,), paths=(), bytes=0)
                 for k, v in versions.items()]
 
     plan = plan_of(("a", ("src/a",)), ("b", ("src/b",)))
