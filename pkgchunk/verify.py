@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pkgchunk.claims import Stated, expected_output
+from pkgchunk.image import Image
 from pkgchunk.io import open_image
 from pkgchunk.plan.record import LABEL, MTIME_LABEL
 from pkgchunk.previous import open_previous
@@ -297,7 +298,7 @@ def verify(
                     previous=previous.record if previous is not None else None,
                     previous_ref=str(prev) if prev is not None else None,
                 )
-                claims = expected_output(a.tree, b.labels, len(b.layers), stated)
+                claims = expected_output(a.tree, b.labels, _layer_count(b), stated)
                 diffs.extend(Difference("", p) for p in claims.problems)
                 expected, skip = claims.expected, claims.vouched
                 notes.extend(_swapped(a.labels, b.labels))
@@ -313,6 +314,15 @@ def verify(
     finally:
         if previous is not None:
             previous.close()
+
+
+def _layer_count(image: Image) -> int | None:
+    """Layers of the image as read; None when it was read without its manifest (a
+    containers-storage image mounted in place)."""
+    layers = (image.manifest or {}).get("layers")
+    if isinstance(layers, list):
+        return len(layers)
+    return len(image.layers) or None
 
 
 def _swapped(labels_a: Mapping[str, str], labels_b: Mapping[str, str]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import tarfile
 
@@ -22,6 +23,7 @@ _PATH = st.lists(_SEGMENT, min_size=1, max_size=6).map("/".join).filter(
 )
 # values around every field's limit: 8 octal digits (7 + NUL), 12 (11 + NUL)
 _ID = st.sampled_from([0, 1, 1000, 65534, 8**7 - 1, 8**7, 2**31, 2**32 + 5])
+_OWNER_NAME = st.sampled_from(["", "root", "a" * 31, "b" * 32, "c" * 33, "usér", "\udcff"])
 _BIG = st.sampled_from([0, 1, 511, 512, 1_700_000_000, 8**11 - 1, 8**11, 2**40])
 
 
@@ -44,7 +46,13 @@ def entries(draw: st.DrawFn) -> tuple[Entry, int | None, str | None]:
         devminor=draw(st.integers(0, 8**7 - 1)) if kind in ("chr", "blk") else 0,
         xattrs=xattrs,
         data=DataRef("/dev/null") if kind == "reg" else None,
+        mtime_ns=draw(st.sampled_from([0, 0, 1, 500_000_000, 999_999_999])),
+        uname=draw(_OWNER_NAME),
+        gname=draw(_OWNER_NAME),
+        pax=draw(st.sampled_from([(), (("SCHILY.acl.access", "user::rw-\ngroup::r--\n"),)])),
     )
+    if kind == "dir" and draw(st.booleans()):
+        entry = dataclasses.replace(entry, path="")  # the root, written as ./
     epoch = draw(st.one_of(st.none(), _BIG))
     link_to = draw(_PATH) if kind == "reg" and draw(st.booleans()) else None
     return entry, epoch, link_to
