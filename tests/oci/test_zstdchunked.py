@@ -219,10 +219,11 @@ def utf8_source(dest: Path, extra: list[Member] | None = None) -> str:
 
 def big_files() -> list[Member]:
     rng = random.Random(7)
-    noise = bytes(rng.getrandbits(8) for _ in range(400_000))
+    noise = rng.randbytes(1_300_000)
     return [
-        file("big/noise", noise),
-        file("big/sparse", noise[:70_000] + bytes(50_000) + noise[70_000:140_000] + bytes(900)),
+        file("big/noise", noise),  # cut by the rolling sum (>= ROLLSUM_MIN_FILE)
+        file("big/sparse", noise[:700_000] + bytes(50_000) + noise[700_000:] + bytes(900)),
+        file("big/small-hole", noise[:5000] + bytes(2000) + noise[5000:9000]),  # holes only
         file("big/zeros", bytes(3000)),
         file("big/long-" + "n" * 120, b"a long name"),
         file("big/é-ü", b"non-ASCII name", uid=1234, gid=99),
@@ -241,7 +242,7 @@ def test_layers_rebuild_to_their_diff_ids(tmp_path: Path) -> None:
         toc = check_layer(blob, ann, diff_id)
         seen_chunks += sum(e["type"] == "chunk" for e in toc["entries"])
         seen_zeros += sum(e.get("chunkType") == "zeros" for e in toc["entries"])
-    assert seen_chunks >= 5 and seen_zeros == 1  # big files were cut, the hole found
+    assert seen_chunks >= 30 and seen_zeros == 2  # big files were cut, the holes found
     assert all(dict(lay.annotations)[zc.CHECKSUM_KEY] for lay in result.layers)
 
 
