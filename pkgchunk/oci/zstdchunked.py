@@ -42,14 +42,15 @@ import json
 import posixpath
 import re
 import struct
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, BinaryIO
 
 import zstandard
 
-from pkgchunk.errors import OutputError
+from pkgchunk.errors import InputError, OutputError
 
 
 def _optional(module: str) -> Any:
@@ -960,3 +961,63 @@ def _checksum_ok(block: bytes) -> bool:
     signed = sum((b - 256 if b > 127 else b) for b in block[:148]) + 8 * 32
     signed += sum((b - 256 if b > 127 else b) for b in block[156:])
     return want == signed
+
+
+# --- reading -------------------------------------------------------------------------------
+
+#: The reference reader's limit on a TOC (compressed and uncompressed).
+MAX_TOC = 150 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    offset: int
+    length: int
+    raw_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where a zstd:chunked blob keeps its metadata, from its descriptor annotations."""
+
+    toc: Position
+    toc_digest: str
+    tarsplit: Position | None
+
+
+def layout(annotations: Mapping[str, str] | Iterable[tuple[str, str]]) -> Layout | None:
+    """The blob's TOC and tar-split positions; None when the annotations name no
+    zstd:chunked TOC (or name it in a form a client would not read either)."""
+    ann = dict(annotations)
+    digest = ann.get(CHECKSUM_KEY) or ann.get(OLD_CHECKSUM_KEY)
+    pos = ann.get(POSITION_KEY) or ann.get(OLD_POSITION_KEY)
+    if not digest or not pos:
+        return None
+    try:
+        off, length, raw, kind = (int(x) for x in pos.split(":"))
+        ts = ann.get(TARSPLIT_KEY)
+        tarsplit = Position(*(int(x) for x in ts.split(":"))) if ts else None
+    except (TypeError, ValueError):
+        return None
+    if kind != MANIFEST_TYPE_CRFS:
+        return None
+    return Layout(Position(off, length, raw), digest, tarsplit)
+
+
+def read_toc(f: BinaryIO, where: Layout, label: str) -> dict[str, Any]:
+    """The TOC of the blob open as ``f``, checked against the annotation's digest."""
+    pos = where.toc
+    if not 0 < pos.length <= MAX_TOC or not 0 <= pos.raw_length <= MAX_TOC:
+        raise InputError(f"{label}: zstd:chunked TOC size out of range")
+    f.seek(pos.offset)
+    data = f.read(pos.length)
+    if "sha256:" + hashlib.sha256(data).hexdigest() != where.toc_digest:
+        raise InputError(f"{label}: zstd:chunked TOC does not match its digest")
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(data, max_output_size=pos.raw_length)
+        toc = json.loads(raw)
+    except (zstandard.ZstdError, ValueError, RecursionError) as err:
+        raise InputError(f"{label}: unreadable zstd:chunked TOC: {err}") from None
+    if not isinstance(toc, dict) or not isinstance(toc.get("entries"), list):
+        raise InputError(f"{label}: zstd:chunked TOC has no entries")
+    return toc
