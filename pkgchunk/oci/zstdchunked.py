@@ -797,13 +797,13 @@ class ZstdChunked:
         self._member = member
         self._left = member.payload
         self._crc = 0
+        self._chunks = []
         if member.payload:
             self._meta_close()
             self._state = "payload"
             self._chunker = Chunker(rolling=member.payload >= ROLLSUM_MIN_FILE)
             self._file_hash = hashlib.sha256()
             self._chunk_hash = None
-            self._chunks = []
             self._frame = None
             self._written = 0
         else:

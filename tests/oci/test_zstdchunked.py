@@ -36,7 +36,15 @@ from pkgchunk.oci.write import WriteOptions
 from pkgchunk.rechunk import rechunk
 from pkgchunk.verify import verify
 from tests.helpers import require_tool
-from tests.imagebuild import Layer, Member, build_image, file, tar_bytes, write_layout
+from tests.imagebuild import (
+    Layer,
+    Member,
+    build_image,
+    file,
+    symlink,
+    tar_bytes,
+    write_layout,
+)
 from tests.oci.test_roundtrip_tools import expected, walk
 from tests.writecases import CONFIG, rich_layers
 
@@ -222,6 +230,7 @@ def big_files() -> list[Member]:
     noise = rng.randbytes(1_300_000)
     return [
         file("big/noise", noise),  # cut by the rolling sum (>= ROLLSUM_MIN_FILE)
+        symlink("big/noise-link", "noise"),  # not a file, right after a chunked one
         file("big/sparse", noise[:700_000] + bytes(50_000) + noise[700_000:] + bytes(900)),
         file("big/small-hole", noise[:5000] + bytes(2000) + noise[5000:9000]),  # holes only
         file("big/zeros", bytes(3000)),
@@ -267,6 +276,9 @@ def test_same_tar_same_blob_however_it_is_written() -> None:
         comp.close()
         outs.append((out.getvalue(), comp.annotations))  # type: ignore[attr-defined]
     assert all(o == outs[0] for o in outs)
+    blob, ann = outs[0]
+    toc = check_layer(blob, ann, "sha256:" + hashlib.sha256(raw).hexdigest())
+    assert [e["type"] for e in toc["entries"][:2]] == ["reg", "chunk"]  # big/noise, cut
 
 
 def test_rechunk_twice_same_digests_and_prev_reuses_blobs(tmp_path: Path) -> None:
