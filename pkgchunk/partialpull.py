@@ -77,11 +77,12 @@ def missing_ranges(toc: Mapping[str, Any], known: set[str]) -> tuple[list[tuple[
             continue
         wanted = []
         for n, c in enumerate(chunks):
+            # a chunk ends where the next begins (the file entry's endOffset is the file's
+            # end), the last one at the file's end: as the client's mergeTocEntries reads it
             start = int(c.get("offset") or 0)
-            end = int(c.get("endOffset") or 0)
-            if not end:  # the reference writer leaves it to the next chunk's offset
-                end = int(chunks[n + 1].get("offset") or 0) if n + 1 < len(chunks) else 0
-            if n + 1 == len(chunks) and not end:
+            if n + 1 < len(chunks):
+                end = int(chunks[n + 1].get("offset") or 0)
+            else:
                 end = int(e.get("endOffset") or 0)
             if c.get("chunkType") == "zeros":
                 continue
