@@ -53,13 +53,21 @@ CHUNKED = WriteOptions(compression="zstd:chunked")
 
 # --- an independent reader -------------------------------------------------------------------
 
+def _crc_byte(c: int) -> int:
+    for _ in range(8):
+        c = (c >> 1) ^ (0xD800000000000000 if c & 1 else 0)
+    return c
+
+
+_TABLE = [_crc_byte(i) for i in range(256)]
+
+
 def crc64_iso(data: bytes) -> int:
-    """CRC-64/GO-ISO, bit by bit from its definition (poly 0x1b reflected, init/xorout ~0)."""
+    """CRC-64/GO-ISO from its definition (poly 0x1b reflected, init/xorout ~0), a byte at a
+    time through a table built bit by bit."""
     crc = 0xFFFFFFFFFFFFFFFF
     for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0xD800000000000000 if crc & 1 else 0)
+        crc = _TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
     return crc ^ 0xFFFFFFFFFFFFFFFF
 
 
@@ -227,7 +235,7 @@ def utf8_source(dest: Path, extra: list[Member] | None = None) -> str:
 
 def big_files() -> list[Member]:
     rng = random.Random(7)
-    noise = rng.randbytes(1_300_000)
+    noise = rng.randbytes(1_100_000)
     return [
         file("big/noise", noise),  # cut by the rolling sum (>= ROLLSUM_MIN_FILE)
         symlink("big/noise-link", "noise"),  # not a file, right after a chunked one
@@ -281,11 +289,8 @@ def test_same_tar_same_blob_however_it_is_written() -> None:
     assert [e["type"] for e in toc["entries"][:2]] == ["reg", "chunk"]  # big/noise, cut
 
 
-def test_rechunk_twice_same_digests_and_prev_reuses_blobs(tmp_path: Path) -> None:
+def test_prev_reuses_chunked_blobs_only(tmp_path: Path) -> None:
     src = utf8_source(tmp_path / "src", big_files())
-    a = rechunk(src, f"oci:{tmp_path}/a1:t", max_layers=4, options=CHUNKED)
-    b = rechunk(src, f"oci:{tmp_path}/b1:t", max_layers=4, options=CHUNKED)
-    assert a.manifest_digest == b.manifest_digest
     # --prev: unchanged layers are copied with their annotations, byte for byte
     runner = CliRunner()
     res = runner.invoke(cli, ["rechunk", src, f"oci:{tmp_path}/a:t", "--compression",
