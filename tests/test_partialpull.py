@@ -14,8 +14,8 @@ from pkgchunk.cli import cli
 from pkgchunk.oci import zstdchunked as zc
 from pkgchunk.oci.write import WriteOptions
 from pkgchunk.partialpull import AUTO_MERGE_GAP, MAX_RANGES, known_digests, merge, missing_ranges
-from pkgchunk.rechunk import rechunk
 from tests.imagebuild import build_image, file, write_layout
+from tests.oci.rewrite import rechunk
 from tests.oci.test_zstdchunked import frame, layers_of
 
 

@@ -33,7 +33,6 @@ from pkgchunk.io import open_image
 from pkgchunk.oci import zstdchunked as zc
 from pkgchunk.oci.compress import compressor
 from pkgchunk.oci.write import WriteOptions
-from pkgchunk.rechunk import rechunk
 from pkgchunk.verify import verify
 from tests.helpers import require_tool
 from tests.imagebuild import (
@@ -45,8 +44,9 @@ from tests.imagebuild import (
     tar_bytes,
     write_layout,
 )
+from tests.oci.rewrite import rechunk
 from tests.oci.test_roundtrip_tools import expected, walk
-from tests.writecases import CONFIG, rich_layers
+from tests.oci.writecases import CONFIG, rich_layers
 
 CHUNKED = WriteOptions(compression="zstd:chunked")
 
@@ -129,12 +129,12 @@ def files_of(blob: bytes, toc: dict[str, Any]) -> dict[str, bytes]:
             assert "digest" not in e and "offset" not in e
             out[e["name"]] = b""
             continue
-        parts = []
+        parts: list[bytes] = []
         for n, c in enumerate(chunks):
             end = c["endOffset"] if n + 1 == len(chunks) else chunks[n + 1]["offset"]
             data = frame(blob, c["offset"], end)
             if len(chunks) > 1:
-                assert c.get("chunkOffset", 0) == sum(map(len, parts))
+                assert c.get("chunkOffset", 0) == sum(len(p) for p in parts)
                 assert c["chunkSize"] == len(data)
                 assert c["chunkDigest"] == "sha256:" + hashlib.sha256(data).hexdigest()
                 if c.get("chunkType") == "zeros":
@@ -330,7 +330,7 @@ def test_chunked_image_as_input(tmp_path: Path) -> None:
 
 
 def test_name_that_json_cannot_hold_is_refused(tmp_path: Path) -> None:
-    from tests.writecases import make_source
+    from tests.oci.writecases import make_source
 
     src = make_source(tmp_path / "src")  # has names that are not UTF-8
     with pytest.raises(OutputError, match="not UTF-8"):
