@@ -35,6 +35,7 @@ does not matter), so an unchanged layer comes out byte for byte the same.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import importlib
 import io
@@ -478,6 +479,7 @@ def _show(name: bytes) -> str:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+@functools.lru_cache(maxsize=4096)
 def rfc3339(t: tuple[int, int]) -> str:
     """Go's time.Time JSON form in UTC: RFC 3339 with the fraction's trailing zeros cut."""
     sec, nsec = t
@@ -494,6 +496,9 @@ def rfc3339(t: tuple[int, int]) -> str:
 
 
 def _js(s: str) -> str:
+    """A JSON string; nearly every path needs no escape and skips json.dumps."""
+    if s.isascii() and s.isprintable() and '"' not in s and "\\" not in s:
+        return '"' + s + '"'
     return json.dumps(s, ensure_ascii=False)
 
 
