@@ -235,11 +235,12 @@ def _split_images(images: tuple[str, ...]) -> tuple[list[str], str]:
 @click.argument("images", nargs=-1, required=True, metavar="SRC... DEST")
 @_plan_options
 @click.option(
-    "--compression", type=click.Choice(["gzip", "zstd", "none"]), default="gzip",
+    "--compression", type=click.Choice(["gzip", "zstd", "zstd:chunked", "none"]), default="gzip",
     show_default=True,
 )
 @click.option(
-    "--level", type=int, default=None, help="gzip 0-9 (default 6), zstd 1-22 (default 3)."
+    "--level", type=int, default=None,
+    help="gzip 0-9 (default 6), zstd and zstd:chunked 1-22 (default 3).",
 )
 @click.option(
     "--source-date-epoch", type=click.IntRange(min=0), envvar="SOURCE_DATE_EPOCH", default=None,

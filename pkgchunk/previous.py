@@ -66,7 +66,8 @@ def _from_source(label: str, source: Source) -> tuple[dict[str, str], dict[str, 
             if isinstance(diff_id, str) and blob.digest and blob.size is not None and blob.path:
                 media_type = SAME_BYTES.get(blob.media_type, blob.media_type)
                 reuse.setdefault(
-                    diff_id, ReusableBlob(blob.path, blob.digest, blob.size, media_type)
+                    diff_id,
+                    ReusableBlob(blob.path, blob.digest, blob.size, media_type, blob.annotations),
                 )
     return labels, reuse
 

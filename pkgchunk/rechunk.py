@@ -45,7 +45,10 @@ def source_blobs(image: Image) -> dict[str, ReusableBlob]:
         if path is None or not layer.diff_id:
             continue
         media_type = SAME_BYTES.get(layer.media_type, layer.media_type)
-        out.setdefault(layer.diff_id, ReusableBlob(path, layer.digest, layer.size, media_type))
+        out.setdefault(
+            layer.diff_id,
+            ReusableBlob(path, layer.digest, layer.size, media_type, layer.annotations),
+        )
     return out
 
 

@@ -429,8 +429,12 @@ def diff_json(result: DiffResult) -> dict[str, object]:
         "pull_bytes": result.pull_bytes,
         "total_bytes": result.total_bytes,
         "docker_prefix_pull_bytes": result.prefix_pull_bytes,
+        "partial_pull_bytes": result.partial_pull_bytes,
+        "partial_pull": _partial_json(result),
         "layers": [
-            {"name": lc.name, "digest": lc.digest, "bytes": lc.size, "pulled": lc.pulled}
+            {"name": lc.name, "digest": lc.digest, "bytes": lc.size, "pulled": lc.pulled,
+             "partial_bytes": lc.partial.total if lc.partial else None,
+             "ranges": lc.partial.ranges if lc.partial else None}
             for lc in result.layers
         ],
         "changed_groups": [
@@ -460,7 +464,34 @@ def diff_text(result: DiffResult) -> str:
         f" {sum(lc.pulled for lc in result.layers)} of {len(result.layers)} layers;"
         f" Docker classic store: {human_size(result.prefix_pull_bytes)}"
     )
+    part = _partial_json(result)
+    if part is not None and result.partial_pull_bytes is not None:
+        size = human_size
+        lines.append(
+            f"partial pull (zstd:chunked): {size(result.partial_pull_bytes)}:"
+            f" {part['files']} files in {part['ranges']} ranges ({size(part['chunk_bytes'])}"
+            f" + {size(part['gap_bytes'])} between them), TOCs {size(part['toc_bytes'])},"
+            f" tar-split {size(part['tarsplit_bytes'])}"
+            + (f", whole blobs {size(part['whole_blob_bytes'])}"
+               if part["whole_blob_bytes"] else "")
+        )
     return "\n".join(lines)
+
+
+def _partial_json(result: DiffResult) -> dict[str, int] | None:
+    """What a partial-pull client fetches, summed over the pulled layers (None: unknown)."""
+    fetches = [lc.partial for lc in result.layers if lc.partial is not None]
+    if result.partial_pull_bytes is None:
+        return None
+    return {
+        "toc_bytes": sum(f.toc_bytes for f in fetches),
+        "tarsplit_bytes": sum(f.tarsplit_bytes for f in fetches),
+        "chunk_bytes": sum(f.chunk_bytes for f in fetches),
+        "gap_bytes": sum(f.gap_bytes for f in fetches),
+        "whole_blob_bytes": sum(f.whole_bytes for f in fetches),
+        "ranges": sum(f.ranges for f in fetches),
+        "files": sum(f.files for f in fetches),
+    }
 
 
 def _change_text(g: GroupChange) -> str:

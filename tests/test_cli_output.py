@@ -185,8 +185,14 @@ def test_every_json_document_matches_its_documented_schema(work: dict[str, str])
             _json("rechunk", work["v1"], f"oci:{out}:s1", "--max-layers", "4"),
             _json("rechunk", work["v2"], f"oci:{out}:s2", "--prev", f"oci:{out}:s1"),
             _json("rechunk", work["odd"], f"oci:{out}:odd"),  # a warning
+            _json("rechunk", work["v1"], f"oci:{out}:c1", "--compression", "zstd:chunked"),
+            _json("rechunk", work["v2"], f"oci:{out}:c2", "--compression", "zstd:chunked",
+                  "--prev", f"oci:{out}:c1"),
         ],
-        "diff": [_json("diff", f"oci:{out}:s1", f"oci:{out}:s2")],
+        "diff": [
+            _json("diff", f"oci:{out}:s1", f"oci:{out}:s2"),
+            _json("diff", f"oci:{out}:c1", f"oci:{out}:c2"),  # zstd:chunked: partial pull
+        ],
         "verify": [
             _json("verify", work["v2"], f"oci:{out}:s2"),
             _json("verify", work["a"], work["b"]),
@@ -208,7 +214,7 @@ def test_every_json_document_matches_its_documented_schema(work: dict[str, str])
         missing = set(schema) - seen
         assert not missing, f"{command}: documented but never produced: {missing}"
     # The documents also mean what the docs say.
-    _, s2, odd = docs["rechunk"]
+    _, s2, odd, _c1, _c2 = docs["rechunk"]
     assert any("not a 'Field: value' line" in w for w in odd["warnings"])
     assert s2["previous"] == f"oci:{out}:s1" and any(la["reused"] for la in s2["layers"])
     d = docs["diff"][0]

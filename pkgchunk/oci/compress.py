@@ -20,10 +20,11 @@ from pkgchunk.oci.mediatypes import COMPRESSIONS, LAYER_MEDIA_TYPES, Compression
 
 __all__ = ["COMPRESSIONS", "LAYER_MEDIA_TYPES", "Compression"]
 
-DEFAULT_LEVELS: dict[Compression, int] = {"gzip": 6, "zstd": 3, "none": 0}
+DEFAULT_LEVELS: dict[Compression, int] = {"gzip": 6, "zstd": 3, "zstd:chunked": 3, "none": 0}
 LEVEL_RANGES: dict[Compression, tuple[int, int]] = {
     "gzip": (0, 9),
     "zstd": (1, 22),
+    "zstd:chunked": (1, 22),
     "none": (0, 0),
 }
 
@@ -142,6 +143,10 @@ def compressor(compression: Compression, level: int | None, out: Writable) -> Co
         return _Gzip(out, lvl)
     if compression == "zstd":
         return _Zstd(out, lvl)
+    if compression == "zstd:chunked":
+        from pkgchunk.oci.zstdchunked import ZstdChunked
+
+        return ZstdChunked(out, lvl)
     return _Plain(out)
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Literal
 
 #: How a layer blob is compressed. ``none`` is a plain tar, on input and output alike.
-Compression = Literal["gzip", "zstd", "none"]
-COMPRESSIONS: tuple[Compression, ...] = ("gzip", "zstd", "none")
+Compression = Literal["gzip", "zstd", "zstd:chunked", "none"]
+COMPRESSIONS: tuple[Compression, ...] = ("gzip", "zstd", "zstd:chunked", "none")
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -23,6 +23,8 @@ DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 LAYER_MEDIA_TYPES: dict[Compression, str] = {
     "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
     "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+    # ordinary zstd to every reader; descriptor annotations locate its TOC (oci/zstdchunked.py)
+    "zstd:chunked": "application/vnd.oci.image.layer.v1.tar+zstd",
     "none": "application/vnd.oci.image.layer.v1.tar",
 }
 

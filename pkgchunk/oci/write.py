@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 from pkgchunk import progress
 from pkgchunk.errors import OutputError
 from pkgchunk.image import LayerSpec
-from pkgchunk.oci import reuse
+from pkgchunk.oci import reuse, zstdchunked
 from pkgchunk.oci.archivewrite import archive_members, docker_repo_tag, pack
 from pkgchunk.oci.compress import (
     LAYER_MEDIA_TYPES,
@@ -63,6 +63,22 @@ class ReusableBlob:
     digest: str
     size: int
     media_type: str
+    #: The blob's descriptor annotations (zstd:chunked ones travel with the bytes).
+    annotations: tuple[tuple[str, str], ...] = ()
+
+
+def _blob_fits(blob: ReusableBlob, media_type: str, compression: Compression) -> bool:
+    """A zstd:chunked layer reuses only a blob written as zstd:chunked (its TOC annotations
+    say so); any tar+zstd blob is fine for plain zstd."""
+    if blob.media_type != media_type:
+        return False
+    return compression != "zstd:chunked" or any(
+        k == zstdchunked.CHECKSUM_KEY for k, _ in blob.annotations
+    )
+
+
+def _chunked_annotations(blob: ReusableBlob) -> tuple[tuple[str, str], ...]:
+    return tuple((k, v) for k, v in blob.annotations if k in zstdchunked.ANNOTATION_KEYS)
 
 
 @dataclass(frozen=True)
@@ -234,7 +250,9 @@ def write_layers(
     """
     jobs = max(1, min(opts.jobs or os.cpu_count() or 1, len(specs) or 1))
     media_type = LAYER_MEDIA_TYPES[opts.compression]
-    candidates = [b.path for b in opts.reuse.values() if b.media_type == media_type]
+    candidates = [
+        b.path for b in opts.reuse.values() if _blob_fits(b, media_type, opts.compression)
+    ]
     keys = reuse.blob_keys(candidates) if candidates else set()
     order = sorted(range(len(specs)), key=lambda i: -_weight(tree, specs[i]))
     cancel = threading.Event()
@@ -274,7 +292,14 @@ def _write_one(
     media_type = LAYER_MEDIA_TYPES[opts.compression]
     epoch = opts.source_date_epoch
 
-    def done(digest: str, size: int, diff: HashingSink, members: int, reused: bool) -> WrittenLayer:
+    def done(
+        digest: str,
+        size: int,
+        diff: HashingSink,
+        members: int,
+        reused: bool,
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> WrittenLayer:
         return WrittenLayer(
             name=spec.name,
             comment=spec.comment,
@@ -286,7 +311,7 @@ def _write_one(
             diff_id=diff.digest,
             tar_size=diff.size,
             reused=reused,
-            annotations=spec.annotations,
+            annotations=spec.annotations + extra,
         )
 
     # Learning the diff_id first costs a pass over the layer: skip it when the layer's
@@ -299,10 +324,10 @@ def _write_one(
         blob = opts.reuse.get(diff.digest)
         if (
             blob is not None
-            and blob.media_type == media_type
+            and _blob_fits(blob, media_type, opts.compression)
             and store.copy_in(blob.path, blob.digest, blob.size)
         ):
-            return done(blob.digest, blob.size, diff, members, True)
+            return done(blob.digest, blob.size, diff, members, True, _chunked_annotations(blob))
     tmp, f = store.temp()
     try:
         with f:
@@ -317,7 +342,10 @@ def _write_one(
         store.discard(tmp)
         raise
     store.commit(tmp, blob_sink.digest)
-    return done(blob_sink.digest, blob_sink.size, diff, members, False)
+    chunked = getattr(comp, "annotations", None) or {}  # zstd:chunked: where its TOC is
+    return done(
+        blob_sink.digest, blob_sink.size, diff, members, False, tuple(sorted(chunked.items()))
+    )
 
 
 def _rfc3339(epoch: int) -> str:
