@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pkgchunk.io import open_image
+from pkgchunk.io import base_tree, open_image
 from pkgchunk.pkgdb.ownership import collect
 from pkgchunk.plan import mtimes
+from pkgchunk.plan.above import as_written
 from pkgchunk.plan.record import BuildRecord
 from pkgchunk.refs import ImageRef
 from pkgchunk.tree import ENC, ERRORS, Entry, FileTree, encode_path
@@ -207,8 +208,15 @@ def verify(
         if check_config:
             diffs.extend(compare_config(a.config, b.config))
         tree_a = a.tree
-        policy = BuildRecord.from_labels(b.labels).mtime
-        if policy is not None and not ignore_mtime:
+        record = BuildRecord.from_labels(b.labels)
+        policy = record.mtime
+        kept = record.base_layers
+        if 0 < kept <= len(a.layer_tars):
+            # B kept A's bottom layers as they are: the policy moved only what is above.
+            ownership = collect(tree_a, ignore_errors=True)
+            mtime = None if ignore_mtime else policy
+            tree_a = as_written(tree_a, base_tree(a, kept), ownership, mtime)
+        elif policy is not None and not ignore_mtime:
             # B says how rechunk moved mtimes: apply the same policy to A, compare exactly.
             ownership = collect(tree_a, ignore_errors=True)
             tree_a = mtimes.apply(
