@@ -8,7 +8,10 @@ checked against what the INPUT gives (and what the person verifying states: the
   derives from the INPUT (plan/mtimes.py). Its directory limit ``dirs=T`` must be the one the
   input gives, or the named previous build's; its ``epoch=E`` must be the one stated. A label
   that says more than that is itself a difference, and is not applied.
-- ``org.pkgchunk.plan`` must decode and name as many layers as the output has.
+- ``org.pkgchunk.plan`` must decode and name as many layers as the output has above its
+  kept base.
+- ``org.pkgchunk.base`` (``--keep-base``) may only say that the output's bottom layers are the
+  INPUT's own: the policy then applies to what is above them, and the base stays as it is.
 
 Nothing else is excused: the expected tree starts as the INPUT and only the steps below
 change it. More steps plug in by appending to :data:`STEPS` (a step reads the record,
@@ -25,7 +28,15 @@ from pkgchunk.errors import InputError
 from pkgchunk.pkgdb.model import Ownership
 from pkgchunk.pkgdb.ownership import collect
 from pkgchunk.plan import mtimes
-from pkgchunk.plan.record import LABEL, MTIME_LABEL, BuildRecord, MtimeRecord, decode
+from pkgchunk.plan.above import as_written
+from pkgchunk.plan.record import (
+    BASE_LABEL,
+    LABEL,
+    MTIME_LABEL,
+    BuildRecord,
+    MtimeRecord,
+    decode,
+)
 from pkgchunk.tree import FileTree
 
 
@@ -54,6 +65,10 @@ class Claims:
     problems: list[str] = field(default_factory=list)
     #: Output labels a step has checked (the rest are compared with the input's as they are).
     vouched: set[str] = field(default_factory=set)
+    #: The INPUT's bottom layers flattened alone, when the output claims to keep them.
+    input_base: FileTree | None = None
+    #: How many bottom layers the output kept as the INPUT's (checked by check_base).
+    base_layers: int = 0
     _ownership: Ownership | None = None
 
     @property
@@ -68,6 +83,22 @@ class Claims:
 
 
 Step = Callable[[Claims], None]
+
+
+def check_base(claims: Claims) -> None:
+    """A kept base must be the INPUT's own bottom layers (verify flattened them alone)."""
+    raw = claims.output_labels.get(BASE_LABEL)
+    if raw is None:
+        return
+    claims.vouched.add(BASE_LABEL)
+    kept = claims.record.base_layers
+    if kept == 0 or claims.input_base is None:
+        claims.problems.append(
+            f"label {BASE_LABEL}={raw!r} claims base layers the input does not have"
+        )
+        return
+    claims.base_layers = kept
+    claims.expected = as_written(claims.input_tree, claims.input_base, claims.ownership(), None)
 
 
 def check_mtime_policy(claims: Claims) -> None:
@@ -110,6 +141,13 @@ def check_mtime_policy(claims: Claims) -> None:
                 f"label {MTIME_LABEL} limits directory mtimes to dirs={record.directory_epoch}"
                 f", {source} {dirs}{hint}: applied {dirs}"
             )
+    if claims.base_layers and claims.input_base is not None:
+        # Only what is above the kept base was written under the policy.
+        claims.expected = as_written(
+            claims.input_tree, claims.input_base, claims.ownership(),
+            MtimeRecord(record.policy, epoch, dirs),
+        )
+        return
     claims.expected = mtimes.apply(
         claims.expected, claims.ownership(), policy=record.policy,
         source_date_epoch=epoch, directory_epoch=dirs,
@@ -129,15 +167,19 @@ def check_plan(claims: Claims) -> None:
         return
     if plan is None:
         claims.problems.append(f"label {LABEL}: not a string")
-    elif claims.output_layers is not None and len(plan.layers) != claims.output_layers:
+    elif (claims.output_layers is not None
+          and len(plan.layers) != claims.output_layers - claims.base_layers):
         claims.problems.append(
+            f"label {LABEL} describes {len(plan.layers)} layers, the image has "
+            f"{claims.output_layers - claims.base_layers} above its kept base"
+            if claims.base_layers else
             f"label {LABEL} describes {len(plan.layers)} layers, the image has "
             f"{claims.output_layers}"
         )
 
 
 #: Run in order; other policies (carried mtimes, pruned paths) add theirs here.
-STEPS: list[Step] = [check_mtime_policy, check_plan]
+STEPS: list[Step] = [check_base, check_mtime_policy, check_plan]
 
 
 def expected_output(
@@ -145,12 +187,13 @@ def expected_output(
     output_labels: Mapping[str, str],
     output_layers: int | None,
     stated: Stated | None = None,
+    input_base: FileTree | None = None,
 ) -> Claims:
     """The INPUT as the output's record may have written it, and what that record claims
     beyond what it can produce."""
     claims = Claims(
         input_tree=input_tree, output_labels=output_labels, output_layers=output_layers,
-        stated=stated or Stated(), expected=input_tree,
+        stated=stated or Stated(), expected=input_tree, input_base=input_base,
     )
     for step in STEPS:
         step(claims)

@@ -214,6 +214,10 @@ def _plan_options(f: F) -> F:
                      " keep: as in the input."),
         click.option("--ignore-pkgdb-errors", is_flag=True,
                      help="Skip a corrupt package database with a warning."),
+        click.option("--keep-base", "keep_base", default=None, metavar="REF|N",
+                     help="Keep the base image REF's layers (or SRC's bottom N layers) byte"
+                     " for byte and plan only what is above them; --max-layers then"
+                     " bounds the layers above the base."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -259,7 +263,8 @@ def _split_images(images: tuple[str, ...]) -> tuple[list[str], str]:
 @handle_errors
 def rechunk_cmd(
     images: tuple[str, ...], rules: str | None, max_layers: int | None, prev: str | None,
-    fresh: bool, mtime_policy: str, ignore_pkgdb_errors: bool, compression: str,
+    fresh: bool, mtime_policy: str, ignore_pkgdb_errors: bool, keep_base: str | None,
+    compression: str,
     level: int | None, source_date_epoch: int | None, jobs: int | None, as_json: bool,
     sbom: tuple[str, str] | None,
 ) -> None:
@@ -293,7 +298,7 @@ def rechunk_cmd(
     popts = PlanOptions(
         rules=rules, max_layers=max_layers, prev=prev, fresh=fresh,
         mtime_policy=mtime_policy,  # type: ignore[arg-type]
-        ignore_pkgdb_errors=ignore_pkgdb_errors,
+        ignore_pkgdb_errors=ignore_pkgdb_errors, keep_base=keep_base,
     )
     result = rechunk_packages(srcs if len(srcs) > 1 else srcs[0], dest, popts, options)
     _warn(result.warnings)
@@ -327,7 +332,8 @@ def rechunk_cmd(
 @handle_errors
 def plan_cmd(
     srcs: tuple[str, ...], rules: str | None, max_layers: int | None, prev: str | None,
-    fresh: bool, mtime_policy: str, ignore_pkgdb_errors: bool, dest: str | None,
+    fresh: bool, mtime_policy: str, ignore_pkgdb_errors: bool, keep_base: str | None,
+    dest: str | None,
     as_json: bool,
 ) -> None:
     """Show the layers `rechunk` would write for SRC (several: stacked), writing nothing.
@@ -340,7 +346,7 @@ def plan_cmd(
     popts = PlanOptions(
         rules=rules, max_layers=max_layers, prev=prev, fresh=fresh,
         mtime_policy=mtime_policy,  # type: ignore[arg-type]
-        ignore_pkgdb_errors=ignore_pkgdb_errors,
+        ignore_pkgdb_errors=ignore_pkgdb_errors, keep_base=keep_base,
     )
     planned = plan_only(srcs[0] if len(srcs) == 1 else list(srcs), popts, dest)
     _warn(planned.tree.warnings + planned.ownership.warnings + planned.outcome.warnings)

@@ -83,12 +83,14 @@ def diff(old: str | ImageRef, new: str | ImageRef) -> DiffResult:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     held = {blob.digest for blob in a.layers}
+    kept = BuildRecord.from_labels(config_labels(b.config)).base_layers
     layers = []
     prefix_broken = False
     prefix_pull = 0
     for n, blob in enumerate(b.layers):
         size = blob.size or 0
-        name = dict(blob.annotations).get(LAYER_ANNOTATION, f"layer {n + 1}")
+        default = f"base/{n + 1}" if n < kept else f"layer {n + 1}"
+        name = dict(blob.annotations).get(LAYER_ANNOTATION, default)
         digest = blob.digest or ""
         pulled = digest not in held
         fetch = fetches.get(digest) if fetches is not None and pulled else None

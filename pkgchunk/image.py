@@ -29,6 +29,9 @@ class LayerSpec:
     paths: tuple[str, ...]
     annotations: tuple[tuple[str, str], ...] = ()
     comment: str = ""
+    #: Paths of lower layers this layer deletes (written as ``.wh.NAME`` entries): a layer
+    #: written above layers kept as they are (``--keep-base``) removes base files this way.
+    whiteouts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,9 @@ class Image:
     layers: list[LayerInfo] = field(default_factory=list)
     blob_path: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
+    #: The uncompressed tar of each layer, in layer order (empty for a rootfs): what
+    #: ``io.base_tree`` flattens again to see the image as its bottom layers alone.
+    layer_tars: list[str] = field(default_factory=list)
     #: Run by close(), last first: what else the tree's data lives in (a fetched layout,
     #: a mounted container image).
     cleanups: list[Callable[[], None]] = field(default_factory=list)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -22,7 +23,9 @@ from typing import Any
 from pkgchunk import progress
 from pkgchunk.errors import InputError
 from pkgchunk.image import Image, LayerSpec
-from pkgchunk.oci.blobs import parse_json
+from pkgchunk.oci.blobs import open_blob, parse_json
+from pkgchunk.oci.decompress import decompressed, detect
+from pkgchunk.oci.flatten import flatten
 from pkgchunk.oci.read import Source, read_image, read_source, read_stack
 from pkgchunk.oci.rootfs import read_rootfs
 from pkgchunk.oci.store import DEFAULT_TAG
@@ -142,6 +145,43 @@ def open_manifest(ref: ImageRef, workdir: str, side: Side = "src") -> Source:
     inspect`` for a remote reference, the layout or archive itself otherwise."""
     if ref.transport in REMOTE_TRANSPORTS:
         return inspect_source(ref, workdir, side)
+    return read_source(ref, workdir, max_bytes=default_max_bytes())
+
+
+def base_tree(image: Image, layers: int) -> FileTree:
+    """The image's bottom ``layers`` flattened alone (from the tars already spooled, so an
+    untouched file has the same data location as in ``image.tree``)."""
+    if layers > len(image.layer_tars):
+        raise InputError(
+            f"{image.ref}: has {len(image.layer_tars)} layers read, fewer than {layers}"
+        )
+    tars = image.layer_tars[:layers]
+    return flatten(
+        ((f"{image.ref}: layer {n}", t) for n, t in enumerate(tars, 1)), label=image.ref
+    )
+
+
+def layer_diff_id(path: str, label: str) -> str:
+    """The sha256 of the tar a compressed (or plain) layer blob holds."""
+    h = hashlib.sha256()
+    try:
+        with open_blob(path) as f:
+            kind = detect(f.read(4))
+            f.seek(0)
+            for chunk in decompressed(f, kind, label):
+                h.update(chunk)
+    except OSError as err:
+        raise InputError(f"{label}: {path}: {err.strerror or err}") from None
+    return "sha256:" + h.hexdigest()
+
+
+def open_blobs(ref: ImageRef, workdir: str) -> Source:
+    """An image's manifest, config and layer blobs on local disk (verified, not spooled):
+    a remote reference is copied into a layout under ``workdir`` by skopeo first."""
+    if ref.transport == "rootfs":
+        raise InputError(f"{ref}: a rootfs has no layers to keep")
+    if ref.transport in REMOTE_TRANSPORTS:
+        ref = fetch(ref, workdir)
     return read_source(ref, workdir, max_bytes=default_max_bytes())
 
 

@@ -11,21 +11,23 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pkgchunk import progress
 from pkgchunk.image import Image
 from pkgchunk.io import has_tag, open_image, open_stack, write_image
+from pkgchunk.keepbase import Base, open_base
 from pkgchunk.oci.mediatypes import SAME_BYTES
-from pkgchunk.oci.write import ReusableBlob, WriteOptions, WriteResult
+from pkgchunk.oci.write import KeptLayer, ReusableBlob, WriteOptions, WriteResult
 from pkgchunk.pkgdb.model import Ownership
 from pkgchunk.pkgdb.ownership import collect
 from pkgchunk.plan import mtimes
+from pkgchunk.plan.above import compose_above
 from pkgchunk.plan.compose import PlanOutcome, compose
 from pkgchunk.plan.matches import unmatched_warnings
 from pkgchunk.plan.record import BuildRecord
-from pkgchunk.plan.rules import default_rules_name, load_rules
+from pkgchunk.plan.rules import Rules, default_rules_name, load_rules
 from pkgchunk.previous import Previous, open_previous
 from pkgchunk.refs import ImageRef, parse_ref
 from pkgchunk.sbom import read_os_release
@@ -66,6 +68,9 @@ class PlanOptions:
     fresh: bool = False
     mtime_policy: mtimes.Policy = "clamp"
     ignore_pkgdb_errors: bool = False
+    #: ``--keep-base``: a base image reference, or a count of bottom layers, kept byte for
+    #: byte; only what is above them is planned (``keepbase.py``).
+    keep_base: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,8 @@ class Planned:
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: The previous build planned against (``plan_only``; rechunk reports it in its result).
     previous: str | None = None
+    #: The base layers kept below the plan (``--keep-base``), bottom first.
+    base: tuple[KeptLayer, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,13 @@ class RechunkResult:
     os_release: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
+def _rules(opts: PlanOptions, ownership: Ownership) -> tuple[Rules, str]:
+    if opts.rules is not None:
+        return load_rules(opts.rules), opts.rules
+    name = default_rules_name(ownership)
+    return load_rules(name), name
+
+
 def plan_tree(
     tree: FileTree,
     opts: PlanOptions,
@@ -103,11 +117,7 @@ def plan_tree(
 ) -> Planned:
     """Ownership, rules, mtime policy and plan for one flattened tree (no writing)."""
     ownership = collect(tree, ignore_errors=opts.ignore_pkgdb_errors)
-    if opts.rules is not None:
-        rules, rules_name = load_rules(opts.rules), opts.rules
-    else:
-        rules_name = default_rules_name(ownership)
-        rules = load_rules(rules_name)
+    rules, rules_name = _rules(opts, ownership)
     composed = compose(
         tree, ownership, rules, previous, max_layers=opts.max_layers, fresh=opts.fresh,
         mtime_policy=opts.mtime_policy, source_date_epoch=source_date_epoch,
@@ -131,6 +141,42 @@ def mark_reused(result: WriteResult, previous_digests: frozenset[str]) -> WriteR
         for w in result.layers
     )
     return dataclasses.replace(result, layers=layers)
+
+
+def plan_above(
+    image: Image,
+    base: Base,
+    opts: PlanOptions,
+    previous: BuildRecord | None,
+    source_date_epoch: int | None = None,
+    drop: Callable[[str], bool] | None = None,
+) -> Planned:
+    """The plan of what ``image`` adds above ``base``, against the final image's packages
+    (``drop``: paths pruned from the output, pruned from the delta only)."""
+    ownership = collect(image.tree, ignore_errors=opts.ignore_pkgdb_errors)
+    rules, rules_name = _rules(opts, ownership)
+    composed = compose_above(
+        image.tree, base.tree, len(base.layers), ownership, rules, previous,
+        max_layers=opts.max_layers, fresh=opts.fresh, mtime_policy=opts.mtime_policy,
+        source_date_epoch=source_date_epoch, drop=drop,
+    )
+    return Planned(
+        composed.tree, ownership, rules_name, composed.outcome,
+        composed.mtime.directory_epoch, composed.labels, base=base.layers,
+    )
+
+
+def _plan(
+    image: Image,
+    opts: PlanOptions,
+    previous: BuildRecord | None,
+    source_date_epoch: int | None,
+    stack: contextlib.ExitStack,
+) -> Planned:
+    if opts.keep_base is None:
+        return plan_tree(image.tree, opts, previous, source_date_epoch)
+    base = stack.enter_context(open_base(image, opts.keep_base))
+    return plan_above(image, base, opts, previous, source_date_epoch)
 
 
 def _previous(dest: ImageRef, opts: PlanOptions) -> Previous | None:
@@ -170,16 +216,16 @@ def rechunk_packages(
         with _open_sources(src) as image:
             t1 = time.monotonic()
             log.debug("read %s: %d paths in %.1f s", image.ref, len(image.tree), t1 - t0)
-            planned = plan_tree(
-                image.tree, opts, prev.record if prev else None, wopts.source_date_epoch
+            planned = _plan(
+                image, opts, prev.record if prev else None, wopts.source_date_epoch, stack
             )
             t2 = time.monotonic()
             log.debug("planned %d layers (rules %s) in %.1f s",
                       len(planned.outcome.layer_specs), planned.rules_name, t2 - t1)
-            release = read_os_release(planned.tree)
+            release = read_os_release(image.tree)
             labels = {**wopts.labels, **planned.labels}
             reuse = {**source_blobs(image), **(prev.reuse if prev else {}), **wopts.reuse}
-            final = dataclasses.replace(wopts, labels=labels, reuse=reuse)
+            final = dataclasses.replace(wopts, labels=labels, reuse=reuse, base=planned.base)
             with progress.step(f"writing {dest_ref}"):
                 result = write_image(
                     planned.tree, image.config, planned.outcome.layer_specs, dest_ref, final
@@ -206,8 +252,8 @@ def plan_only(
     else:
         prev = open_previous(opts.prev) if opts.prev is not None else None
     try:
-        with _open_sources(src) as image:
-            planned = plan_tree(image.tree, opts, prev.record if prev else None)
+        with _open_sources(src) as image, contextlib.ExitStack() as stack:
+            planned = _plan(image, opts, prev.record if prev else None, None, stack)
             return dataclasses.replace(planned, previous=prev.ref if prev else None)
     finally:
         if prev is not None:

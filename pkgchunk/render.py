@@ -324,21 +324,36 @@ def plan_table(planned: Planned, result: WriteResult | None = None, *,
     rows[0].append("CONTENTS")
     for row, layer in zip(rows[1:], layers, strict=True):
         row.append(_contents(planned, layer.groups, layer.packages, width))
+    rows[1:1] = _base_rows(planned, result is not None)
     lines = _table(rows, right=(1, 2, 3) if result is not None else (1, 2))
     total = human_size(sum(layer.bytes for layer in layers))
+    above = f" above {_count(len(planned.base), 'base layer')}" if planned.base else ""
     if result is None:
-        lines.append(f"{_count(len(layers), 'layer')}, {total} uncompressed,"
+        lines.append(f"{_count(len(layers), 'layer')}{above}, {total} uncompressed,"
                      f" rules {planned.rules_name}")
     else:
         packed = human_size(sum(w.size for w in result.layers))
         kinds = sorted({_compression(w.media_type) for w in result.layers}) or ["none"]
-        reused = sum(w.reused for w in result.layers)
+        reused = sum(w.reused and not w.base for w in result.layers)
         lines.append(
-            f"{_count(len(layers), 'layer')}, {total} uncompressed, {packed} compressed"
+            f"{_count(len(layers), 'layer')}{above}, {total} uncompressed, {packed} compressed"
             f" ({'/'.join(kinds)}), {reused} reused, rules {planned.rules_name}"
         )
         lines.append(f"{result.ref}: manifest {result.manifest_digest}")
     return "\n".join(lines)
+
+
+def _base_rows(planned: Planned, written: bool) -> list[list[str]]:
+    """The kept base layers (``--keep-base``), bottom first, marked as such."""
+    out = []
+    for n, kept in enumerate(planned.base, 1):
+        digest = kept.blob.digest.partition(":")[2][:12]
+        if written:
+            out.append([f"base/{n}", "-", human_size(kept.blob.size), "-", digest,
+                        "(base, kept)"])
+        else:
+            out.append([f"base/{n}", "-", "-", f"(base, kept) {digest}"])
+    return out
 
 
 def _count(n: int, noun: str) -> str:
@@ -356,6 +371,11 @@ def plan_json(planned: Planned) -> dict[str, Any]:
     return {
         "rules": planned.rules_name,
         "previous": planned.previous,
+        "base_layers": [
+            {"digest": k.blob.digest, "diff_id": k.diff_id, "compressed_bytes": k.blob.size,
+             "media_type": k.blob.media_type}
+            for k in planned.base
+        ],
         "layers": [
             {
                 "name": layer.name,

@@ -18,8 +18,8 @@ from typing import Any
 
 from pkgchunk.claims import Stated, expected_output
 from pkgchunk.image import Image
-from pkgchunk.io import open_image
-from pkgchunk.plan.record import LABEL, MTIME_LABEL
+from pkgchunk.io import base_tree, open_image
+from pkgchunk.plan.record import LABEL, MTIME_LABEL, BuildRecord
 from pkgchunk.previous import open_previous
 from pkgchunk.refs import ImageRef
 from pkgchunk.tree import ENC, ERRORS, Entry, FileTree, encode_path
@@ -298,7 +298,9 @@ def verify(
                     previous=previous.record if previous is not None else None,
                     previous_ref=str(prev) if prev is not None else None,
                 )
-                claims = expected_output(a.tree, b.labels, _layer_count(b), stated)
+                kept = BuildRecord.from_labels(b.labels).base_layers
+                base = base_tree(a, kept) if 0 < kept <= len(a.layer_tars) else None
+                claims = expected_output(a.tree, b.labels, _layer_count(b), stated, base)
                 diffs.extend(Difference("", p) for p in claims.problems)
                 expected, skip = claims.expected, claims.vouched
                 notes.extend(_swapped(a.labels, b.labels))

@@ -180,7 +180,8 @@ def test_every_json_document_matches_its_documented_schema(work: dict[str, str])
     out = work["out"]
     docs: dict[str, list[Any]] = {
         "packages": [_json("packages", work["v2"])],
-        "plan": [_json("plan", work["v2"], "--max-layers", "4")],
+        "plan": [_json("plan", work["v2"], "--max-layers", "4"),
+                 _json("plan", work["v2"], "--keep-base", "1")],
         "rechunk": [
             _json("rechunk", work["v1"], f"oci:{out}:s1", "--max-layers", "4"),
             _json("rechunk", work["v2"], f"oci:{out}:s2", "--prev", f"oci:{out}:s1"),
@@ -188,6 +189,7 @@ def test_every_json_document_matches_its_documented_schema(work: dict[str, str])
             _json("rechunk", work["v1"], f"oci:{out}:c1", "--compression", "zstd:chunked"),
             _json("rechunk", work["v2"], f"oci:{out}:c2", "--compression", "zstd:chunked",
                   "--prev", f"oci:{out}:c1"),
+            _json("rechunk", work["v2"], f"oci:{out}:kb", "--keep-base", "1"),
         ],
         "diff": [
             _json("diff", f"oci:{out}:s1", f"oci:{out}:s2"),
@@ -214,7 +216,7 @@ def test_every_json_document_matches_its_documented_schema(work: dict[str, str])
         missing = set(schema) - seen
         assert not missing, f"{command}: documented but never produced: {missing}"
     # The documents also mean what the docs say.
-    _, s2, odd, _c1, _c2 = docs["rechunk"]
+    _, s2, odd, _c1, _c2, _kb = docs["rechunk"]
     assert any("not a 'Field: value' line" in w for w in odd["warnings"])
     assert s2["previous"] == f"oci:{out}:s1" and any(la["reused"] for la in s2["layers"])
     d = docs["diff"][0]

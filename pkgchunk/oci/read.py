@@ -162,6 +162,7 @@ def _assemble(label: str, source: Source, workdir: str, max_bytes: int) -> Image
     spool_dir = os.path.join(workdir, "layers")
     os.makedirs(spool_dir, exist_ok=True)
     infos: list[LayerInfo] = []
+    tar_paths: list[str] = []
     # Layers are spooled (decompressed, verified) on worker threads, ahead of the
     # flattening: layer n+1 decompresses while layer n is parsed, and two layers
     # decompress at once. Results and errors are still taken in layer order.
@@ -192,6 +193,7 @@ def _assemble(label: str, source: Source, workdir: str, max_bytes: int) -> Image
                 )
             source.blob_path.setdefault(info.digest, blob.path)
             infos.append(info)
+            tar_paths.append(tar_path)
             yield f"{label}: layer {n} ({info.digest})", tar_path
 
     try:
@@ -214,6 +216,7 @@ def _assemble(label: str, source: Source, workdir: str, max_bytes: int) -> Image
         layers=infos,
         blob_path=source.blob_path,
         workdir=workdir,
+        layer_tars=tar_paths,
     )
 
 

@@ -90,9 +90,12 @@ def layer_key(
     source_date_epoch: int | None,
     cancel: threading.Event,
     cancelled: type[Exception],
+    whiteouts: Iterable[str] = (),
 ) -> Key:
     """The key of the layer tar ``write_layer`` would write, from its first bytes only."""
     head = _Head(cancel, cancelled)
     with contextlib.suppress(_Enough):
-        write_layer(tree, paths, head, source_date_epoch=source_date_epoch)
+        write_layer(
+            tree, paths, head, source_date_epoch=source_date_epoch, whiteouts=whiteouts
+        )
     return key(b"".join(head.parts))

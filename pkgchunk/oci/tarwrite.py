@@ -333,12 +333,28 @@ def _short_ascii(name: str) -> bool:
     return not name or (name.isascii() and len(name) < 32)
 
 
+def whiteout_member(path: str) -> str:
+    """The member name that deletes ``path`` of the layers below: ``DIR/.wh.NAME``."""
+    head, _, name = path.rpartition("/")
+    return f"{head}/{WHITEOUT_PREFIX}{name}" if head else WHITEOUT_PREFIX + name
+
+
+#: A whiteout is an empty regular file; its metadata means nothing, so it is fixed.
+_WHITEOUT_MODE = 0o644
+
+
+def whiteout_header(path: str) -> bytes:
+    """The header of the whiteout member deleting ``path`` (root-owned, mtime 0)."""
+    return member_header(Entry(path=whiteout_member(path), kind="reg", mode=_WHITEOUT_MODE))
+
+
 def write_layer(
     tree: FileTree,
     paths: Iterable[str],
     out: Writable,
     *,
     source_date_epoch: int | None = None,
+    whiteouts: Iterable[str] = (),
 ) -> int:
     """Write the layer tar holding ``paths`` (plus needed parents) to ``out``.
 
@@ -347,8 +363,15 @@ def write_layer(
     :class:`tarfile.TarFile` (PAX format) writes for the same members: headers come from
     :meth:`tarfile.TarInfo.tobuf`, then the data padded to 512 bytes, then two zero
     blocks and zeros up to a multiple of :data:`tarfile.RECORDSIZE`.
+
+    ``whiteouts`` are paths of the layers below that this layer deletes: each becomes a
+    ``.wh.NAME`` member (their parents are in the layers below, so none is added for them).
+    They come first, in byte order: an extractor applies members in order, and a path
+    deleted below and written again in this layer (a directory replaced by a file) must be
+    deleted before its new entry is written, whatever its name sorts like.
     """
-    names = members(tree, paths)
+    gone = {whiteout_member(p): p for p in whiteouts}
+    names = [*sorted(gone, key=encode_path), *members(tree, paths)]
     first_of_group: dict[int, str] = {}
     sink = _Coalesce(out)
     sources = _Sources()
@@ -359,6 +382,11 @@ def write_layer(
             sink.write(header)
             offset += len(header)
         for path in names:
+            if path in gone:
+                header = whiteout_header(gone[path])
+                sink.write(header)
+                offset += len(header)
+                continue
             entry = tree.entries[path]
             has_data = entry.kind == "reg"
             link_to = None

@@ -81,6 +81,17 @@ def _chunked_annotations(blob: ReusableBlob) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in blob.annotations if k in zstdchunked.ANNOTATION_KEYS)
 
 
+@dataclass(frozen=True, slots=True)
+class KeptLayer:
+    """A layer written as it is, below the planned ones (``--keep-base``): its blob is
+    copied byte for byte and its descriptor keeps its own annotations."""
+
+    blob: ReusableBlob
+    diff_id: str
+    annotations: tuple[tuple[str, str], ...] = ()
+    comment: str = ""
+
+
 @dataclass(frozen=True)
 class WriteOptions:
     """How to write. ``reuse`` maps diff_id -> blob to copy byte for byte instead of
@@ -93,6 +104,8 @@ class WriteOptions:
     jobs: int | None = None
     reuse: Mapping[str, ReusableBlob] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: Layers copied unchanged at the bottom of the image (a base kept byte for byte).
+    base: tuple[KeptLayer, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +121,8 @@ class WrittenLayer:
     tar_size: int
     reused: bool = False
     annotations: tuple[tuple[str, str], ...] = ()
+    #: Copied from a kept base layer (its descriptor is written as the base had it).
+    base: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +172,7 @@ def _write_oci(
     try:
         read_index(ref.path, label)  # a broken index.json fails now, before any work
         store = BlobStore(ref.path, label)
-        layers = write_layers(store, tree, specs, opts)
+        layers = copy_base(store, opts.base, label) + write_layers(store, tree, specs, opts)
         cdesc, mdesc = _put_config_manifest(store, config, layers, opts)
         needed = [cdesc.digest, mdesc.digest, *(lay.digest for lay in layers)]
         tag = ref.tag if ref.tag is not None else DEFAULT_TAG
@@ -191,7 +206,7 @@ def _write_archive(
     try:
         staging = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=directory)
         store = BlobStore(staging, label, shared=False)
-        layers = write_layers(store, tree, specs, opts)
+        layers = copy_base(store, opts.base, label) + write_layers(store, tree, specs, opts)
         cdesc, mdesc = _put_config_manifest(store, config, layers, opts)
         fd, tmp_archive = tempfile.mkstemp(prefix=f"{base}.tmp-", dir=directory)
         os.fchmod(fd, FILE_MODE)
@@ -238,6 +253,27 @@ class _CancellableSink(HashingSink):
             raise _Cancelled
         progress.advance(len(data))
         return super().write(data)
+
+
+def copy_base(store: BlobStore, kept: Sequence[KeptLayer], label: str) -> list[WrittenLayer]:
+    """Copy the kept base layers' blobs as they are (never decompressed or recompressed)."""
+    out = []
+    for n, layer in enumerate(kept, 1):
+        blob = layer.blob
+        if not store.copy_in(blob.path, blob.digest, blob.size):
+            raise OutputError(
+                f"{label}: base layer {n} ({blob.digest}): {blob.path} does not hold"
+                f" {blob.size} bytes of that digest"
+            )
+        out.append(
+            WrittenLayer(
+                name=f"base/{n}", comment=layer.comment, files=0, members=0,
+                media_type=blob.media_type, digest=blob.digest, size=blob.size,
+                diff_id=layer.diff_id, tar_size=0, reused=True,
+                annotations=layer.annotations, base=True,
+            )
+        )
+    return out
 
 
 def write_layers(
@@ -317,10 +353,14 @@ def _write_one(
     # Learning the diff_id first costs a pass over the layer: skip it when the layer's
     # first bytes already differ from every reusable blob's (None: some blob unreadable).
     if keys is None or (
-        keys and reuse.layer_key(tree, spec.paths, epoch, cancel, _Cancelled) in keys
+        keys
+        and reuse.layer_key(tree, spec.paths, epoch, cancel, _Cancelled, spec.whiteouts)
+        in keys
     ):
         diff = _CancellableSink(None, cancel)
-        members = write_layer(tree, spec.paths, diff, source_date_epoch=epoch)
+        members = write_layer(
+            tree, spec.paths, diff, source_date_epoch=epoch, whiteouts=spec.whiteouts
+        )
         blob = opts.reuse.get(diff.digest)
         if (
             blob is not None
@@ -334,7 +374,9 @@ def _write_one(
             blob_sink = HashingSink(f)
             comp = compressor(opts.compression, opts.level, blob_sink)
             diff = _CancellableSink(comp, cancel)
-            members = write_layer(tree, spec.paths, diff, source_date_epoch=epoch)
+            members = write_layer(
+                tree, spec.paths, diff, source_date_epoch=epoch, whiteouts=spec.whiteouts
+            )
             comp.close()
             f.flush()
             os.fsync(f.fileno())
@@ -399,5 +441,7 @@ def _put_config_manifest(
 
 
 def _layer_descriptor(lay: WrittenLayer) -> dict[str, Any]:
+    if lay.base:
+        return Descriptor(lay.media_type, lay.digest, lay.size, lay.annotations).to_json()
     ann = {**dict(lay.annotations), LAYER_ANNOTATION: lay.name}
     return Descriptor(lay.media_type, lay.digest, lay.size, tuple(sorted(ann.items()))).to_json()

@@ -38,6 +38,9 @@ from pkgchunk.plan.planner import GroupHistory, Plan, PreviousLayer, PreviousPla
 LABEL = "org.pkgchunk.plan"
 #: The mtime policy and its epochs, so ``verify`` can apply it to the input.
 MTIME_LABEL = "org.pkgchunk.mtime"
+#: How many bottom layers are a base kept byte for byte (``--keep-base``): ``layers=K``.
+#: A label of its own, so that a pkgchunk reading the plan label alone is not disturbed.
+BASE_LABEL = "org.pkgchunk.base"
 FORMAT_VERSION = 1
 HISTORY_CAP = 50
 MAX_LABEL_CHARS = 8 << 20
@@ -225,6 +228,8 @@ class BuildRecord:
     plan: PreviousPlan | None = None
     mtime: MtimeRecord | None = None
     warnings: tuple[str, ...] = ()
+    #: Bottom layers kept from a base (0: the whole image was planned).
+    base_layers: int = 0
 
     @classmethod
     def from_labels(cls, labels: Mapping[str, object] | None) -> BuildRecord:
@@ -243,7 +248,14 @@ class BuildRecord:
                     warnings.append(f"{err}; planning from scratch")
         raw_mtime = labels.get(MTIME_LABEL)
         mtime = MtimeRecord.parse(raw_mtime) if isinstance(raw_mtime, str) else None
-        return cls(plan=plan, mtime=mtime, warnings=tuple(warnings))
+        base = 0
+        raw_base = labels.get(BASE_LABEL)
+        if raw_base is not None:
+            base = parse_base(raw_base)
+            if base < 0:
+                warnings.append(f"{BASE_LABEL} label: not layers=N; ignored")
+                base = 0
+        return cls(plan=plan, mtime=mtime, warnings=tuple(warnings), base_layers=base)
 
     @property
     def carried_directory_epoch(self) -> int | None:
@@ -251,6 +263,21 @@ class BuildRecord:
         if self.mtime is None or self.mtime.policy != "clamp":
             return None
         return self.mtime.directory_epoch
+
+
+def parse_base(value: object) -> int:
+    """``layers=K`` -> K; -1 when the value is not that (hostile input: never raises)."""
+    if not isinstance(value, str):
+        return -1
+    key, _, num = value.partition("=")
+    if key != "layers" or not (num.isascii() and num.isdigit()) or len(num) > 6:
+        return -1
+    return int(num)
+
+
+def base_labels(base_layers: int) -> dict[str, str]:
+    """The label recording a kept base ({} when there is none)."""
+    return {BASE_LABEL: f"layers={base_layers}"} if base_layers else {}
 
 
 def record_labels(plan_label: str, mtime: MtimeRecord) -> dict[str, str]:

@@ -43,9 +43,13 @@ def sample(root: Path) -> FileTree:
     return b.tree()
 
 
-def layer_bytes(tree: FileTree, paths: list[str] | None = None, **kw: int | None) -> bytes:
+def layer_bytes(
+    tree: FileTree, paths: list[str] | None = None, source_date_epoch: int | None = None,
+    whiteouts: tuple[str, ...] = (),
+) -> bytes:
     buf = io.BytesIO()
-    write_layer(tree, tree.paths() if paths is None else paths, buf, **kw)
+    write_layer(tree, tree.paths() if paths is None else paths, buf,
+                source_date_epoch=source_date_epoch, whiteouts=whiteouts)
     return buf.getvalue()
 
 
@@ -252,3 +256,59 @@ def test_levels_are_checked() -> None:
         check_level("gzip", 10)
     with pytest.raises(ValueError, match=r"zstd level must be 1\.\.22"):
         check_level("zstd", 0)
+
+
+def test_whiteouts_are_wh_members_that_flatten_deletes(tmp_path: Path) -> None:
+    """A layer above others deletes their paths with ``.wh.`` members, before its own
+    members, each an empty root-owned file; flattening the two layers (and GNU tar listing
+    them) agrees."""
+    from pkgchunk.oci.flatten import flatten
+
+    (tmp_path / "lower").mkdir()
+    (tmp_path / "upper").mkdir()
+    lower = TreeBuilder(tmp_path / "lower")
+    for d in ("etc", "usr", "usr/share", "usr/share/doc"):
+        lower.add(d, "dir")
+    lower.reg("etc/motd", b"hi\n")
+    lower.reg("etc/keep", b"keep\n")
+    lower.reg("usr/share/doc/README", b"doc\n")
+    lower.reg("usr/share/caf\xe9", b"x")
+    upper = TreeBuilder(tmp_path / "upper")
+    upper.reg("etc/new", b"new\n")
+    whiteouts = ("etc/motd", "usr/share/doc", "usr/share/caf\xe9")
+    data = layer_bytes(upper.tree(), whiteouts=whiteouts)
+    names = [m.name for m in read_members(data)]
+    # Deletions first (in byte order), then the layer's own members.
+    assert names[:3] == ["etc/.wh.motd", "usr/share/.wh.caf\xe9", "usr/share/.wh.doc"]
+    assert names[3:] == ["etc/new"]
+    wh = {m.name: m for m in read_members(data)}["etc/.wh.motd"]
+    assert wh.isreg() and wh.size == 0 and (wh.uid, wh.gid, wh.mtime) == (0, 0, 0)
+    (tmp_path / "1.tar").write_bytes(layer_bytes(lower.tree()))
+    (tmp_path / "2.tar").write_bytes(data)
+    flat = flatten([("1", str(tmp_path / "1.tar")), ("2", str(tmp_path / "2.tar"))])
+    assert sorted(flat.entries) == ["etc", "etc/keep", "etc/new", "usr", "usr/share"]
+    listed = subprocess.run(["tar", "-tf", str(tmp_path / "2.tar")], capture_output=True,
+                            check=True).stdout.splitlines()
+    assert b"usr/share/.wh.doc" in listed
+
+
+def test_a_replaced_path_is_deleted_before_its_new_entry(tmp_path: Path) -> None:
+    """A directory below replaced by a file in the same layer: the whiteout precedes the
+    file even where the name sorts before ``.wh.`` ('-' < '.'), so a sequential extractor
+    deletes the old tree and keeps the new file; tar lists them in that order."""
+    from pkgchunk.oci.flatten import flatten
+
+    (tmp_path / "lower").mkdir()
+    (tmp_path / "upper").mkdir()
+    lower = TreeBuilder(tmp_path / "lower")
+    lower.add("opt", "dir")
+    lower.add("opt/-d", "dir")
+    lower.reg("opt/-d/x", b"old\n")
+    upper = TreeBuilder(tmp_path / "upper")
+    upper.reg("opt/-d", b"new file\n")
+    data = layer_bytes(upper.tree(), whiteouts=("opt/-d",))
+    assert [m.name for m in read_members(data)] == ["opt/.wh.-d", "opt/-d"]
+    (tmp_path / "1.tar").write_bytes(layer_bytes(lower.tree()))
+    (tmp_path / "2.tar").write_bytes(data)
+    flat = flatten([("1", str(tmp_path / "1.tar")), ("2", str(tmp_path / "2.tar"))])
+    assert sorted(flat.entries) == ["opt", "opt/-d"] and flat.entries["opt/-d"].kind == "reg"

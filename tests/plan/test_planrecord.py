@@ -192,3 +192,17 @@ def test_a_build_that_changed_nothing_records_nothing() -> None:
     moved = decode(encode(plan_of(("a", ("src/a", "src/b"))),
                           groups(**{"src/a": "1", "src/b": "1"}), decode(first)))
     assert moved.builds == 2
+
+
+def test_base_label_records_the_kept_layers_and_old_labels_still_decode() -> None:
+    from pkgchunk.plan.record import BASE_LABEL, BuildRecord, base_labels
+
+    plan = '{"layers":[["src/a",[["src/a",1,0,"a=1"]]]],"n":1,"v":1}'
+    old = BuildRecord.from_labels({"org.pkgchunk.plan": plan, "org.pkgchunk.mtime": "clamp"})
+    assert old.base_layers == 0 and old.plan is not None and not old.warnings
+    new = BuildRecord.from_labels({"org.pkgchunk.plan": plan, **base_labels(3)})
+    assert new.base_layers == 3 and new.plan == old.plan
+    assert base_labels(0) == {}
+    for bad in ("3", "layers=", "layers=-1", "layers=\u00b2", "layers=9999999", "x=1"):
+        got = BuildRecord.from_labels({BASE_LABEL: bad})
+        assert got.base_layers == 0 and len(got.warnings) == 1, bad
