@@ -22,6 +22,7 @@ from pkgchunk.oci.read import Source, config_labels
 from pkgchunk.oci.write import LAYER_ANNOTATION
 from pkgchunk.partialpull import LayerFetch, known_digests, layer_fetch
 from pkgchunk.plan.record import BuildRecord
+from pkgchunk.plan.split import parent_key, part_of
 from pkgchunk.refs import ImageRef, parse_ref
 
 
@@ -47,6 +48,15 @@ class GroupChange:
 
 
 @dataclass(frozen=True, slots=True)
+class SplitChange:
+    """A package group NEW holds split into parts by file behaviour (plan/split.py), and
+    which of its parts changed: ``parts`` is ``(part, changed, layer)`` per part."""
+
+    group: str
+    parts: tuple[tuple[str, bool, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class DiffResult:
     old: str
     new: str
@@ -58,6 +68,19 @@ class DiffResult:
     #: a partial-pull client's total, when NEW has a zstd:chunked layer to pull and every
     #: TOC needed could be read (local images only)
     partial_pull_bytes: int | None = None
+    splits: tuple[SplitChange, ...] = ()
+
+
+def _splits(
+    old: dict[str, str], new: dict[str, str], layers: dict[str, str]
+) -> tuple[SplitChange, ...]:
+    parts: dict[str, list[tuple[str, bool, str]]] = {}
+    for key in sorted(new):
+        if part_of(key):
+            parts.setdefault(parent_key(key), []).append(
+                (part_of(key), old.get(key) != new[key], layers.get(key, ""))
+            )
+    return tuple(SplitChange(g, tuple(p)) for g, p in sorted(parts.items()))
 
 
 def _versions(label: str, source: Source) -> tuple[dict[str, str], dict[str, str]]:
@@ -114,6 +137,7 @@ def diff(old: str | ImageRef, new: str | ImageRef) -> DiffResult:
         layers=tuple(layers),
         groups=groups,
         partial_pull_bytes=_partial_total(layers, fetches),
+        splits=_splits(va, vb, lb),
     )
 
 

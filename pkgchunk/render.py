@@ -340,6 +340,8 @@ def plan_table(planned: Planned, result: WriteResult | None = None, *,
             f" ({'/'.join(kinds)}), {reused} reused, rules {planned.rules_name}"
         )
         lines.append(f"{result.ref}: manifest {result.manifest_digest}")
+    for split in planned.outcome.splits:
+        lines.append(f"split {split.group}: {split.reason()}")
     return "\n".join(lines)
 
 
@@ -386,6 +388,27 @@ def plan_json(planned: Planned) -> dict[str, Any]:
                 "change_probability": round(layer.change_probability, 6),
             }
             for layer in planned.outcome.plan.layers
+        ],
+        "splits": [
+            {
+                "group": split.group,
+                "packages": list(split.packages),
+                "bytes": split.bytes,
+                "threshold": split.threshold,
+                "parts": [
+                    {
+                        "part": part.part,
+                        "group": part.key,
+                        "files": part.files,
+                        "bytes": part.bytes,
+                        "classes": [
+                            {"class": name, "bytes": size} for name, size in part.classes
+                        ],
+                    }
+                    for part in split.parts
+                ],
+            }
+            for split in planned.outcome.splits
         ],
     }
 
@@ -461,6 +484,16 @@ def diff_json(result: DiffResult) -> dict[str, object]:
             {"group": g.group, "old": g.old or None, "new": g.new or None, "layer": g.layer}
             for g in result.groups
         ],
+        "split_groups": [
+            {
+                "group": sc.group,
+                "parts": [
+                    {"part": part, "changed": changed, "layer": layer}
+                    for part, changed, layer in sc.parts
+                ],
+            }
+            for sc in result.splits
+        ],
     }
 
 
@@ -484,6 +517,11 @@ def diff_text(result: DiffResult) -> str:
         f" {sum(lc.pulled for lc in result.layers)} of {len(result.layers)} layers;"
         f" Docker classic store: {human_size(result.prefix_pull_bytes)}"
     )
+    for sc in result.splits:
+        parts = ", ".join(
+            f"{name} {'changed' if changed else 'kept'}" for name, changed, _ in sc.parts
+        )
+        lines.append(f"split {sc.group} by file behaviour: {parts}")
     part = _partial_json(result)
     if part is not None and result.partial_pull_bytes is not None:
         size = human_size

@@ -18,6 +18,7 @@ from pkgchunk.plan.groups import DerivedMode, Group, build_groups
 from pkgchunk.plan.planner import Plan, PreviousPlan
 from pkgchunk.plan.record import BuildRecord, MtimeRecord, encode, record_labels
 from pkgchunk.plan.rules import Rules
+from pkgchunk.plan.split import SplitInfo, split_groups
 from pkgchunk.tree import FileTree
 
 
@@ -31,6 +32,8 @@ class PlanOutcome:
     layer_specs: tuple[LayerSpec, ...]
     label: str
     warnings: tuple[str, ...]
+    #: The package groups split into parts by file behaviour, and why (plan/split.py).
+    splits: tuple[SplitInfo, ...] = ()
 
 
 def plan_layers(
@@ -52,7 +55,9 @@ def plan_layers(
     clamps them like their origin (``mtimes`` "clamp" does), else they would drag that
     group's layer along on every build (docs/planner.md, "Derived files").
     """
-    groups = build_groups(tree, ownership, rules, derived=derived)
+    groups, splits = split_groups(
+        build_groups(tree, ownership, rules, derived=derived), tree, ownership, rules, previous
+    )
     probs = frequency.probabilities(groups, ownership.packages, previous)
     layout = None if fresh else previous
     result = planner.plan(groups, probs, max_layers or rules.max_layers, layout)
@@ -63,6 +68,7 @@ def plan_layers(
         layer_specs=tuple(planner.to_layer_specs(result)),
         label=encode(result, groups, previous),
         warnings=warnings,
+        splits=splits,
     )
 
 

@@ -73,6 +73,8 @@ class Group:
     bytes: int
     frequency: Frequency | None = None
     dedicated: bool = False
+    #: For a part of a split package group (plan/split.py): which part ("" when whole).
+    part: str = ""
 
     @property
     def version(self) -> str:

@@ -41,6 +41,8 @@ MAX_INT_CHARS = 30
 MAX_LAYERS_LIMIT = 500
 DEFAULT_MAX_LAYERS = 64
 DEFAULT_BIG_FILE_THRESHOLD = 16 << 20
+#: Package groups at least this big are split into parts by file behaviour; 0 disables.
+DEFAULT_SPLIT_THRESHOLD = 4 << 20
 #: Name of the bucket appended when the last bucket is not a catch-all.
 IMPLIED_CATCH_ALL = "unowned"
 #: How deep ``extends`` chains may go (a chain is a few files; deeper is a mistake).
@@ -148,6 +150,8 @@ class Rules:
     big_file_threshold: int = DEFAULT_BIG_FILE_THRESHOLD
     #: The chain of files this one extends, nearest first (``extends:``).
     extends: tuple[str, ...] = ()
+    #: Package groups at least this big are split by how their files behave (plan/split.py).
+    split_threshold: int = DEFAULT_SPLIT_THRESHOLD
 
 
 # --------------------------------------------------------------------------- parsing
@@ -329,6 +333,7 @@ _GROUP_KEYS = ("name", "packages", "sources", "paths", "dedicated", "frequency")
 _BUCKET_KEYS = ("name", "paths", "dedicated", "frequency")
 _TOP_KEYS = (
     "version", "extends", "max_layers", "group_by", "groups", "buckets", "big_file_threshold",
+    "split_threshold",
 )
 
 
@@ -520,6 +525,10 @@ def parse_rules(
     if "big_file_threshold" in top:
         with ctx.collect():
             threshold = _size(ctx, top["big_file_threshold"], "big_file_threshold")
+    split = base.split_threshold if base else DEFAULT_SPLIT_THRESHOLD
+    if "split_threshold" in top:
+        with ctx.collect():
+            split = _size(ctx, top["split_threshold"], "split_threshold")
 
     seen: dict[str, Node] = {}
 
@@ -565,6 +574,7 @@ def parse_rules(
         buckets=tuple(buckets),
         big_file_threshold=threshold,
         extends=(base.source, *base.extends) if base is not None else (),
+        split_threshold=split,
     )
 
 
