@@ -27,11 +27,13 @@ def build_deb(
     conffiles: Sequence[str] = (),
     fields: Mapping[str, str] | None = None,
     changelog: str | None = None,
+    mtimes: Mapping[str, int] | None = None,
 ) -> Path:
     """A .deb holding ``files`` (absolute path -> content) and ``symlinks`` (path -> target).
 
     ``changelog`` becomes /usr/share/doc/NAME/changelog.Debian.gz; ``fields`` are extra
-    control fields (Source, Multi-Arch, ...).
+    control fields (Source, Multi-Arch, ...). ``mtimes`` (absolute path -> time) pins files'
+    mtimes, as upstream files older than SOURCE_DATE_EPOCH keep theirs in a real .deb.
     """
     require_tool("dpkg-deb")
     tag = f"{name}_{version.replace(':', '%')}_{arch}"
@@ -57,6 +59,8 @@ def build_deb(
         dest = src / path.lstrip("/")
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(data)
+        if mtimes and path in mtimes:
+            os.utime(dest, (mtimes[path], mtimes[path]))
     for path, target in (symlinks or {}).items():
         dest = src / path.lstrip("/")
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,8 @@ class from its path, type and mode (no file is read: planning does no I/O), and 
 a part:
 
 * ``bin`` (changes with every upgrade): compiled objects (``*.so*``, ``*.a``, ``*.o``,
-  ``*.ko*``, executables that are not scripts, ``usr/lib/debug``), paths naming the
+  ``*.ko*``, executables and files in ``bin``/``sbin``/``libexec`` that are not scripts,
+  ``usr/lib/debug``), paths naming the
   package's full version-release (they are new paths after any upgrade), changelogs and
   NEWS files, man and info pages, dpkg's ``info/PKG.*`` files;
 * ``code``: interpreted source (``*.py``, ``*.pm``, ``*.pl``, ``*.sh`` ...); the
@@ -80,6 +81,9 @@ _LOCALE_DIRS = ("usr/share/locale/", "usr/lib/locale/", "usr/share/i18n/")
 _DOC_DIRS = ("usr/share/doc/", "usr/share/help/", "usr/share/gtk-doc/", "usr/share/licenses/")
 _PKGMETA_DIRS = ("var/lib/dpkg/info/",)
 _DEBUG_DIRS = ("usr/lib/debug/",)
+#: Executables live here, whatever their mode says (a script here has no script suffix
+#: either, mostly; calling it volatile costs little).
+_BIN_DIRS = ("usr/bin/", "usr/sbin/", "bin/", "sbin/", "usr/libexec/", "usr/games/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +166,7 @@ def classify(
     if _BINARY_NAME.search(lower) or path.startswith(_DEBUG_DIRS):
         return "binary"
     script = lower.endswith(_SCRIPT_SUFFIXES)
-    if entry.kind == "reg" and entry.mode & 0o111 and not script:
+    if entry.kind == "reg" and not script and (entry.mode & 0o111 or path.startswith(_BIN_DIRS)):
         return "binary"
     if path.startswith(_LOCALE_DIRS) or lower.endswith(".mo"):
         return "locale"
