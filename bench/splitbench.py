@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Splitting big packages by file behaviour (pkgchunk/plan/split.py), before and after, on real
-update pairs: pkgchunk with the shipped rules (split at 4M) against the same planner with
+update pairs: pkgchunk with ``split_threshold: 4M`` against the same planner with the shipped
 ``split_threshold: 0`` (every package whole), next to apko-origin and chunkah.
 
     python3 bench/splitbench.py --work bench/work [--work bench/work/pairs/bookworm-server]
@@ -89,6 +89,8 @@ def pkgchunk_with(threshold: int | None, fresh: bool = False) -> Strategy:
 
 
 BUDGETS = [64, 40]
+#: The threshold measured (the shipped rules say 0: nothing is split).
+SPLIT = 4 << 20
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         "apko-origin": STRATEGIES["apko-origin"],
         "chunkah": STRATEGIES["chunkah"],
         "pkgchunk, whole packages": pkgchunk_with(0),
-        "pkgchunk, split (shipped 4M)": pkgchunk_with(None),
+        "pkgchunk, split at 4M": pkgchunk_with(SPLIT),
         "pkgchunk --fresh, whole": pkgchunk_with(0, fresh=True),
-        "pkgchunk --fresh, split": pkgchunk_with(None, fresh=True),
+        "pkgchunk --fresh, split at 4M": pkgchunk_with(SPLIT, fresh=True),
     }
     doc: dict[str, object] = {}
     md: list[str] = []

@@ -41,8 +41,9 @@ MAX_INT_CHARS = 30
 MAX_LAYERS_LIMIT = 500
 DEFAULT_MAX_LAYERS = 64
 DEFAULT_BIG_FILE_THRESHOLD = 16 << 20
-#: Package groups at least this big are split into parts by file behaviour; 0 disables.
-DEFAULT_SPLIT_THRESHOLD = 4 << 20
+#: Package groups at least this big are split into parts by file behaviour; 0 disables (the
+#: default: on the measured real updates splitting cost more than it saved, docs/rules.md).
+DEFAULT_SPLIT_THRESHOLD = 0
 #: Name of the bucket appended when the last bucket is not a catch-all.
 IMPLIED_CATCH_ALL = "unowned"
 #: How deep ``extends`` chains may go (a chain is a few files; deeper is a mistake).

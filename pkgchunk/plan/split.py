@@ -1,20 +1,23 @@
 """Split big package groups into parts by how their files behave (docs/planner.md, "Splitting").
 
-An upgraded package comes with new bytes for its compiled objects, its changelog, its
-``md5sums`` and usually its man pages, while its scripts change only when a fix touches
-them and its data, docs and locales hardly ever do. As one group, every upgrade pulls all
-of it; split, the part that did not change can keep a layer that stays (when its tar
-entries stay byte-identical, which needs the unchanged files' mtimes carried over).
+The idea: an upgraded package comes with new bytes for its compiled objects, its changelog,
+its ``md5sums`` and usually its man pages, while its scripts change only when a fix touches
+them and its data, docs and locales hardly ever do. Measured on real Debian security updates
+it does not hold well enough to pay (docs/planner.md, "Splitting"), so the shipped rules
+leave ``split_threshold`` at 0 and nothing is split unless a rules file asks for it. As one
+group, every upgrade pulls all of a package; split, a part that did not change can keep a
+layer that stays (when its tar entries stay byte-identical, which needs the unchanged files'
+mtimes carried over).
 
 Every path of a package group at least ``Rules.split_threshold`` bytes big gets a file
 class from its path, type and mode (no file is read: planning does no I/O), and the class
 a part:
 
-* ``bin`` (changes with every upgrade): compiled objects (``*.so*``, ``*.a``, ``*.o``,
-  ``*.ko*``, executables and files in ``bin``/``sbin``/``libexec`` that are not scripts,
-  ``usr/lib/debug``), paths naming the
-  package's full version-release (they are new paths after any upgrade), changelogs and
-  NEWS files, man and info pages, dpkg's ``info/PKG.*`` files;
+* ``bin`` (expected to change with every upgrade): compiled objects (``*.so*``, ``*.a``,
+  ``*.o``, ``*.ko*``), bytecode (``*.bc``, ``*.class``, ``*.jar``, ``*.elc``, owned ``*.pyc``
+  ...), executables and files in ``bin``/``sbin``/``libexec`` that are not scripts,
+  ``usr/lib/debug``, paths naming the package's full version-release (they are new paths
+  after any upgrade), changelogs and NEWS files, man and info pages, dpkg's ``info/PKG.*``;
 * ``code``: interpreted source (``*.py``, ``*.pm``, ``*.pl``, ``*.sh`` ...); the
   ``__pycache__`` files derived from them follow them;
 * ``data``: docs, locales, icons, everything else, and the group's directories.
@@ -70,7 +73,10 @@ MIN_PART_DIVISOR = 16
 #: A group split by the previous build stays split down to ``threshold // KEEP_DIVISOR``.
 KEEP_DIVISOR = 2
 
-_BINARY_NAME = re.compile(r"\.(?:so(?:\.[0-9][^/]*)?|a|o|ko(?:\.[a-z0-9]+)?|node|cmxs)$")
+_BINARY_NAME = re.compile(
+    r"\.(?:so(?:\.[0-9][^/]*)?|a|o|ko(?:\.[a-z0-9]+)?|node|cmxs|cmx|cmi|bc|class|jar|elc|beam"
+    r"|pyc)$"
+)
 _SCRIPT_SUFFIXES = (
     ".py", ".pm", ".pl", ".pod", ".ph", ".sh", ".bash", ".rb", ".lua", ".tcl", ".js", ".php",
     ".el", ".awk", ".sed",
