@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -178,10 +179,13 @@ def test_every_json_document_matches_its_documented_schema(work: dict[str, str])
     schemas = documented_schemas()
     assert set(schemas) == {"packages", "plan", "rechunk", "diff", "verify", "rules_check", "gc"}
     out = work["out"]
+    split = Path(out).parent / "split.yaml"  # every package split (plan/split.py)
+    split.write_text("version: 1\nsplit_threshold: 1\n")
     docs: dict[str, list[Any]] = {
         "packages": [_json("packages", work["v2"])],
         "plan": [_json("plan", work["v2"], "--max-layers", "4"),
-                 _json("plan", work["v2"], "--keep-base", "1")],
+                 _json("plan", work["v2"], "--keep-base", "1"),
+                 _json("plan", work["v2"], "--rules", str(split))],
         "rechunk": [
             _json("rechunk", work["v1"], f"oci:{out}:s1", "--max-layers", "4"),
             _json("rechunk", work["v2"], f"oci:{out}:s2", "--prev", f"oci:{out}:s1"),
@@ -190,10 +194,14 @@ def test_every_json_document_matches_its_documented_schema(work: dict[str, str])
             _json("rechunk", work["v2"], f"oci:{out}:c2", "--compression", "zstd:chunked",
                   "--prev", f"oci:{out}:c1"),
             _json("rechunk", work["v2"], f"oci:{out}:kb", "--keep-base", "1"),
+            _json("rechunk", work["v1"], f"oci:{out}:p1", "--rules", str(split)),
+            _json("rechunk", work["v2"], f"oci:{out}:p2", "--rules", str(split),
+                  "--prev", f"oci:{out}:p1"),
         ],
         "diff": [
             _json("diff", f"oci:{out}:s1", f"oci:{out}:s2"),
             _json("diff", f"oci:{out}:c1", f"oci:{out}:c2"),  # zstd:chunked: partial pull
+            _json("diff", f"oci:{out}:p1", f"oci:{out}:p2"),  # split groups
         ],
         "verify": [
             _json("verify", work["v2"], f"oci:{out}:s2"),
@@ -216,7 +224,7 @@ def test_every_json_document_matches_its_documented_schema(work: dict[str, str])
         missing = set(schema) - seen
         assert not missing, f"{command}: documented but never produced: {missing}"
     # The documents also mean what the docs say.
-    _, s2, odd, _c1, _c2, _kb = docs["rechunk"]
+    _, s2, odd, _c1, _c2, _kb, _p1, _p2 = docs["rechunk"]
     assert any("not a 'Field: value' line" in w for w in odd["warnings"])
     assert s2["previous"] == f"oci:{out}:s1" and any(la["reused"] for la in s2["layers"])
     d = docs["diff"][0]
