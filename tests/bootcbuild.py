@@ -170,7 +170,7 @@ def pack_root(
     gz = layout / f".{tag}.tar.gz"
     with open(work, "rb") as src, open(gz, "wb") as out:
         sink = _HashingWriter(out)
-        with gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=level, mtime=0) as z:  # type: ignore[arg-type]
+        with gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=level, mtime=0) as z:
             shutil.copyfileobj(src, z, 1 << 20)
     work.unlink()
     layer_digest = sink.h.hexdigest()
@@ -194,8 +194,10 @@ def pack_root(
     }
     mdesc = _blob(blobs, json.dumps(manifest, sort_keys=True).encode())
     index_path = layout / "index.json"
-    index = (json.loads(index_path.read_text()) if index_path.exists()
-             else {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
+    index: dict[str, Any] = (
+        json.loads(index_path.read_text()) if index_path.exists()
+        else {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+    )
     index["manifests"] = [m for m in index["manifests"]
                           if (m.get("annotations") or {}).get(REF_NAME) != tag]
     index["manifests"].append(
