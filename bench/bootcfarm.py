@@ -126,7 +126,7 @@ def main() -> int:
         res, _ = cli("diff", a, b, "--json")
         d = json.loads(res.stdout)
         doc["update"][name] = {"pull_bytes": d["pull_bytes"], "total_bytes": d["total_bytes"],
-                               "prefix_pull_bytes": d["prefix_pull_bytes"],
+                               "docker_prefix_pull_bytes": d["docker_prefix_pull_bytes"],
                                "layers": len(d["layers"]),
                                "rechunk_seconds": [round(t1, 1), round(t2, 1)]}
         log(f"update {name}: pull {d['pull_bytes'] / MIB:.1f} MiB of {d['total_bytes'] / MIB:.1f}")
