@@ -77,6 +77,11 @@ def build(work: Path) -> dict[str, str]:
             t = time.time()
             commit_file.write_text(bootcbuild.ostree_farm(farm))
             log(f"{state}: ostree commit + checkout -H in {time.time() - t:.0f} s")
+        stamp = work / f"farm-{state}.mtimes0"
+        if not stamp.exists():  # roots farmed before ostree_farm zeroed symlink mtimes
+            bootcbuild.zero_mtimes(farm / "usr")
+            (work / f".farm-{state}.packed").unlink(missing_ok=True)
+            stamp.touch()
         for kind, root in (("plain", plain), ("farm", farm)):
             layout = work / "images"
             tag = f"{kind}-{state}"

@@ -67,18 +67,22 @@ def ostree_farm(root: Path, *, branch: str = "bootc") -> str:
           str(fresh)])
     shutil.rmtree(root / "usr")
     fresh.rename(root / "usr")
-    # ostree stores no mtimes: objects (and so every hardlinked /usr file) have mtime 0,
-    # and so does every file of an ostree-ext export. A checkout writes empty files fresh
-    # instead of linking them, dated now; give them the 0 an encapsulated image has.
-    for dirpath, _dirs, files in os.walk(root / "usr"):
-        for name in files:
-            full = os.path.join(dirpath, name)
-            st = os.lstat(full)
-            if stat.S_ISREG(st.st_mode) and st.st_mtime != 0:
-                os.utime(full, (0, 0), follow_symlinks=False)
+    zero_mtimes(root / "usr")
     if not (root / "ostree").exists():
         (root / "ostree").symlink_to("sysroot/ostree")
     return commit
+
+
+def zero_mtimes(top: Path) -> None:
+    """ostree stores no mtimes: its objects (so every hardlinked /usr file) have mtime 0, and
+    ostree-ext's tar export writes 0 for every entry. A checkout creates symlinks and empty
+    files fresh, dated now; give them (and every directory) the 0 an encapsulated image has."""
+    for dirpath, dirs, files in os.walk(top):
+        for name in dirs + files:
+            full = os.path.join(dirpath, name)
+            if os.lstat(full).st_mtime != 0:
+                os.utime(full, (0, 0), follow_symlinks=False)
+    os.utime(top, (0, 0), follow_symlinks=False)
 
 
 def copy_root(src: Path, dest: Path) -> Path:

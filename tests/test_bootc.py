@@ -36,7 +36,10 @@ def _debs(work: Path) -> dict[str, Path]:
     def deb(name: str, version: str, files: dict[str, bytes], source: str = "") -> Path:
         files = {**files, f"/usr/share/doc/{name}/copyright": LICENSE}
         fields = {"Source": source} if source else None
-        return debbuild.build_deb(work, name, version, files=files, fields=fields)
+        # a symlink too: ostree checkout creates those fresh, like empty files
+        links = {f"/usr/share/doc/{name}/LICENSE": "copyright"}
+        return debbuild.build_deb(work, name, version, files=files, fields=fields,
+                                  symlinks=links)
 
     k = 1024
     return {
