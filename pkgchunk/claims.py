@@ -10,6 +10,9 @@ checked against what the INPUT gives (and what the person verifying states: the
   that says more than that is itself a difference, and is not applied.
 - ``org.pkgchunk.plan`` must decode and name as many layers as the output has above its
   kept base.
+- ``org.pkgchunk.edits`` (bootc images, ``--prune``, ``--label``) may only excuse the
+  INPUT's paths under the prefixes it names (left out, and counted), hard links that reached
+  into them split by owner as rechunk splits them, and the labels it says it set or removed.
 - ``org.pkgchunk.base`` (``--keep-base``) may only say that the output's bottom layers are the
   INPUT's own: the policy then applies to what is above them, and the base stays as it is.
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from pkgchunk import bootc
 from pkgchunk.errors import InputError
 from pkgchunk.pkgdb.model import Ownership
 from pkgchunk.pkgdb.ownership import collect
@@ -37,6 +41,7 @@ from pkgchunk.plan.record import (
     MtimeRecord,
     decode,
 )
+from pkgchunk.prune import owner_key, prune, split_links
 from pkgchunk.tree import FileTree
 
 
@@ -69,6 +74,8 @@ class Claims:
     input_base: FileTree | None = None
     #: How many bottom layers the output kept as the INPUT's (checked by check_base).
     base_layers: int = 0
+    #: Paths of the INPUT left out, per recorded prefix (check_edits).
+    pruned: list[tuple[str, int]] = field(default_factory=list)
     _ownership: Ownership | None = None
 
     @property
@@ -83,6 +90,34 @@ class Claims:
 
 
 Step = Callable[[Claims], None]
+
+
+def check_edits(claims: Claims) -> None:
+    """What the output says it left out is left out of the INPUT for every later step (a
+    kept base stays whole), links into it split by owner; the labels it set or removed
+    are vouched for (a removed one only when the output really lacks it)."""
+    raw = claims.output_labels.get(bootc.EDITS_LABEL)
+    if raw is None:
+        return
+    claims.vouched.add(bootc.EDITS_LABEL)
+    try:
+        edits = bootc.decode_edits(raw)
+    except InputError as err:
+        claims.problems.append(str(err))
+        return
+    keep = (claims.input_base.entries if claims.input_base is not None
+            and BASE_LABEL in claims.output_labels else {})
+    pruned = prune(claims.input_tree, edits.prune, keep=keep)
+    tree = pruned.tree
+    if pruned.loose:
+        claims._ownership = collect(tree, ignore_errors=True)
+        tree = split_links(tree, pruned.loose, owner_key(claims._ownership.owners))
+    elif pruned.removed:
+        claims._ownership = None
+    claims.input_tree = claims.expected = tree
+    claims.pruned = [(str(p), n) for p, n in pruned.counts]
+    claims.vouched.update(edits.labels_set)
+    claims.vouched.update(k for k in edits.labels_removed if k not in claims.output_labels)
 
 
 def check_base(claims: Claims) -> None:
@@ -179,7 +214,7 @@ def check_plan(claims: Claims) -> None:
 
 
 #: Run in order; other policies (carried mtimes, pruned paths) add theirs here.
-STEPS: list[Step] = [check_base, check_mtime_policy, check_plan]
+STEPS: list[Step] = [check_edits, check_base, check_mtime_policy, check_plan]
 
 
 def expected_output(

@@ -218,10 +218,26 @@ def _plan_options(f: F) -> F:
                      help="Keep the base image REF's layers (or SRC's bottom N layers) byte"
                      " for byte and plan only what is above them; --max-layers then"
                      " bounds the layers above the base."),
+        click.option("--keep-sysroot", is_flag=True,
+                     help="bootc images: keep the ostree object store under /sysroot/ostree"
+                     " and the ostree.commit/ostree.final-diffid labels (left out by default)."),
+        click.option("--prune", "prune", multiple=True, metavar="PATH",
+                     help="Leave PATH and everything below it out of the output (repeatable);"
+                     " PATH/ keeps the directory itself. Recorded for verify."),
+        click.option("--label", "label_edits", multiple=True, metavar="KEY=VALUE|KEY-",
+                     help="Set (KEY=VALUE) or remove (KEY-) a config label (repeatable)."),
     ]
     for opt in reversed(opts):
         f = opt(f)
     return f
+
+
+def _note(notes: tuple[str, ...]) -> None:
+    """Informational lines on stderr (never on stdout: it carries the result)."""
+    if not _quiet():
+        for note in notes:
+            progress.break_line()
+            click.echo(f"pkgchunk: {note}", err=True)
 
 
 def _warn(warnings: tuple[str, ...]) -> None:
@@ -264,6 +280,7 @@ def _split_images(images: tuple[str, ...]) -> tuple[list[str], str]:
 def rechunk_cmd(
     images: tuple[str, ...], rules: str | None, max_layers: int | None, prev: str | None,
     fresh: bool, mtime_policy: str, ignore_pkgdb_errors: bool, keep_base: str | None,
+    keep_sysroot: bool, prune: tuple[str, ...], label_edits: tuple[str, ...],
     compression: str,
     level: int | None, source_date_epoch: int | None, jobs: int | None, as_json: bool,
     sbom: tuple[str, str] | None,
@@ -299,8 +316,10 @@ def rechunk_cmd(
         rules=rules, max_layers=max_layers, prev=prev, fresh=fresh,
         mtime_policy=mtime_policy,  # type: ignore[arg-type]
         ignore_pkgdb_errors=ignore_pkgdb_errors, keep_base=keep_base,
+        keep_sysroot=keep_sysroot, prune=prune, labels=label_edits,
     )
     result = rechunk_packages(srcs if len(srcs) > 1 else srcs[0], dest, popts, options)
+    _note(result.planned.notes)
     _warn(result.warnings)
     if sbom is not None:
         from pkgchunk.sbom import spdx_document, write_json
@@ -333,6 +352,7 @@ def rechunk_cmd(
 def plan_cmd(
     srcs: tuple[str, ...], rules: str | None, max_layers: int | None, prev: str | None,
     fresh: bool, mtime_policy: str, ignore_pkgdb_errors: bool, keep_base: str | None,
+    keep_sysroot: bool, prune: tuple[str, ...], label_edits: tuple[str, ...],
     dest: str | None,
     as_json: bool,
 ) -> None:
@@ -347,9 +367,12 @@ def plan_cmd(
         rules=rules, max_layers=max_layers, prev=prev, fresh=fresh,
         mtime_policy=mtime_policy,  # type: ignore[arg-type]
         ignore_pkgdb_errors=ignore_pkgdb_errors, keep_base=keep_base,
+        keep_sysroot=keep_sysroot, prune=prune, labels=label_edits,
     )
     planned = plan_only(srcs[0] if len(srcs) == 1 else list(srcs), popts, dest)
-    _warn(planned.tree.warnings + planned.ownership.warnings + planned.outcome.warnings)
+    _note(planned.notes)
+    _warn(planned.tree.warnings + planned.ownership.warnings + planned.outcome.warnings
+          + planned.warnings)
     if as_json:
         _print_json(plan_json(planned))
     else:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from pkgchunk import progress
+from pkgchunk import bootc, progress
 from pkgchunk.image import Image
 from pkgchunk.io import has_tag, open_image, open_stack, write_image
 from pkgchunk.keepbase import Base, open_base
@@ -29,6 +29,7 @@ from pkgchunk.plan.matches import unmatched_warnings
 from pkgchunk.plan.record import BuildRecord
 from pkgchunk.plan.rules import Rules, default_rules_name, load_rules
 from pkgchunk.previous import Previous, open_previous
+from pkgchunk.prune import owner_key, prune, split_links
 from pkgchunk.refs import ImageRef, parse_ref
 from pkgchunk.sbom import read_os_release
 from pkgchunk.tree import FileTree
@@ -71,6 +72,12 @@ class PlanOptions:
     #: ``--keep-base``: a base image reference, or a count of bottom layers, kept byte for
     #: byte; only what is above them is planned (``keepbase.py``).
     keep_base: str | None = None
+    #: bootc images lose /sysroot/ostree and its labels unless this is set (pkgchunk.bootc).
+    keep_sysroot: bool = False
+    #: More trees to leave out (``--prune``; a trailing '/' keeps the directory).
+    prune: tuple[str, ...] = ()
+    #: ``KEY=VALUE`` / ``KEY-`` label edits (``--label``), applied in order.
+    labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,17 @@ class Planned:
     previous: str | None = None
     #: The base layers kept below the plan (``--keep-base``), bottom first.
     base: tuple[KeptLayer, ...] = ()
+    #: What was left out and which labels change (bootc and --prune/--label).
+    policy: bootc.Policy | None = None
+    #: Paths left out, per prefix.
+    pruned: tuple[tuple[str, int], ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Informational lines for stderr (the bootc detection line)."""
+        note = self.policy.note if self.policy is not None else None
+        return (note,) if note else ()
 
 
 @dataclass(frozen=True)
@@ -114,9 +132,15 @@ def plan_tree(
     opts: PlanOptions,
     previous: BuildRecord | None,
     source_date_epoch: int | None = None,
+    loose_links: frozenset[int] = frozenset(),
 ) -> Planned:
-    """Ownership, rules, mtime policy and plan for one flattened tree (no writing)."""
+    """Ownership, rules, mtime policy and plan for one flattened tree (no writing).
+
+    ``loose_links`` are hard link sets that reached into a pruned tree (an ostree object
+    store): they are split by owning package, so they glue no packages together."""
     ownership = collect(tree, ignore_errors=opts.ignore_pkgdb_errors)
+    if loose_links:
+        tree = split_links(tree, loose_links, owner_key(ownership.owners))
     rules, rules_name = _rules(opts, ownership)
     composed = compose(
         tree, ownership, rules, previous, max_layers=opts.max_layers, fresh=opts.fresh,
@@ -126,9 +150,12 @@ def plan_tree(
     unmatched = unmatched_warnings(rules, outcome.groups)
     if unmatched:
         outcome = dataclasses.replace(outcome, warnings=outcome.warnings + unmatched)
+    budget = bootc.layer_budget_warning(
+        opts.max_layers or rules.max_layers, len(outcome.plan.layers)
+    )
     return Planned(
         composed.tree, ownership, rules_name, outcome,
-        composed.mtime.directory_epoch, composed.labels,
+        composed.mtime.directory_epoch, composed.labels, warnings=(budget,) if budget else (),
     )
 
 
@@ -173,10 +200,20 @@ def _plan(
     source_date_epoch: int | None,
     stack: contextlib.ExitStack,
 ) -> Planned:
+    # bootc / --prune / --label: what to leave out, decided before ownership and planning.
+    policy = bootc.decide(image.labels, image.tree, keep_sysroot=opts.keep_sysroot,
+                          prune=opts.prune, label_edits=opts.labels)
+    pruned = prune(image.tree, policy.edits.prune)
+    counts = tuple((str(p), n) for p, n in pruned.counts)
     if opts.keep_base is None:
-        return plan_tree(image.tree, opts, previous, source_date_epoch)
-    base = stack.enter_context(open_base(image, opts.keep_base))
-    return plan_above(image, base, opts, previous, source_date_epoch)
+        planned = plan_tree(pruned.tree, opts, previous, source_date_epoch, pruned.loose)
+    else:
+        base = stack.enter_context(open_base(image, opts.keep_base))
+        prefixes = policy.edits.prune
+        planned = plan_above(image, base, opts, previous, source_date_epoch,
+                             drop=(lambda p: any(x.matches(p) for x in prefixes))
+                             if prefixes else None)
+    return dataclasses.replace(planned, policy=policy, pruned=counts)
 
 
 def _previous(dest: ImageRef, opts: PlanOptions) -> Previous | None:
@@ -224,18 +261,23 @@ def rechunk_packages(
                       len(planned.outcome.layer_specs), planned.rules_name, t2 - t1)
             release = read_os_release(image.tree)
             labels = {**wopts.labels, **planned.labels}
+            assert planned.policy is not None
+            config = bootc.edit_config(image.config, planned.policy)
+            if planned.policy.edits:
+                labels[bootc.EDITS_LABEL] = bootc.encode_edits(planned.policy.edits)
             reuse = {**source_blobs(image), **(prev.reuse if prev else {}), **wopts.reuse}
             final = dataclasses.replace(wopts, labels=labels, reuse=reuse, base=planned.base)
             with progress.step(f"writing {dest_ref}"):
                 result = write_image(
-                    planned.tree, image.config, planned.outcome.layer_specs, dest_ref, final
+                    planned.tree, config, planned.outcome.layer_specs, dest_ref, final
                 )
             if prev is not None:
                 result = mark_reused(result, prev.digests)
             log.debug("wrote %s in %.1f s (%d of %d layers reused)", result.ref,
                       time.monotonic() - t2, sum(w.reused for w in result.layers),
                       len(result.layers))
-        warnings = planned.tree.warnings + planned.ownership.warnings + planned.outcome.warnings
+        warnings = (planned.tree.warnings + planned.ownership.warnings
+                    + planned.outcome.warnings + planned.warnings)
         return RechunkResult(result, planned, prev.ref if prev else None, warnings, release)
 
 

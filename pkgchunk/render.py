@@ -442,6 +442,7 @@ def verify_json(a: str, b: str, result: VerifyResult) -> dict[str, Any]:
         "identical": result.identical,
         "symmetric": result.symmetric,
         "paths": result.paths,
+        "pruned": [{"prefix": p, "paths": n} for p, n in result.pruned],
         "differences": [
             {"path": ("/" if d.path == ROOT else "/" + d.path) if d.path else None,
              "what": d.what}
@@ -452,15 +453,18 @@ def verify_json(a: str, b: str, result: VerifyResult) -> dict[str, Any]:
 
 
 def verify_text(result: VerifyResult, limit: int = 20) -> str:
-    """``identical: N paths``, or the first ``limit`` differences and how many more."""
+    """``identical: N paths``, or the first ``limit`` differences and how many more; then
+    what B records leaving out (``pruned: N paths under PREFIX``)."""
+    pruned = [f"pruned: {n} paths under {p} (B records leaving them out)"
+              for p, n in result.pruned]
     if result.identical:
-        return f"identical: {result.paths} paths"
+        return "\n".join([f"identical: {result.paths} paths", *pruned])
     shown = result.differences[:limit]
     lines = [str(d) for d in shown]
     more = len(result.differences) - len(shown)
     if more:
         lines.append(f"... and {more} more differences")
-    return "\n".join(lines)
+    return "\n".join(lines + pruned)
 
 
 # --------------------------------------------------------------------------- diff

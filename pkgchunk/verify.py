@@ -57,6 +57,9 @@ class VerifyResult:
     differences: tuple[Difference, ...]
     notes: tuple[str, ...] = ()
     symmetric: bool = False
+    #: Paths of A that B's record (org.pkgchunk.edits) says were left out, per prefix:
+    #: not differences.
+    pruned: tuple[tuple[str, int], ...] = ()
 
     @property
     def identical(self) -> bool:
@@ -292,6 +295,7 @@ def verify(
                 check_config = not (_is_rootfs(ref_a) or _is_rootfs(ref_b))
             expected = a.tree
             skip: set[str] = set()
+            pruned: tuple[tuple[str, int], ...] = ()
             if not symmetric:
                 stated = Stated(
                     source_date_epoch=source_date_epoch,
@@ -303,6 +307,7 @@ def verify(
                 claims = expected_output(a.tree, b.labels, _layer_count(b), stated, base)
                 diffs.extend(Difference("", p) for p in claims.problems)
                 expected, skip = claims.expected, claims.vouched
+                pruned = tuple(claims.pruned)
                 notes.extend(_swapped(a.labels, b.labels))
             if check_config:
                 diffs.extend(compare_config(a.config, b.config, skip_labels=skip))
@@ -311,7 +316,7 @@ def verify(
             )
             return VerifyResult(
                 paths=len(a.tree), differences=tuple(diffs), notes=tuple(notes),
-                symmetric=symmetric,
+                symmetric=symmetric, pruned=pruned,
             )
     finally:
         if previous is not None:

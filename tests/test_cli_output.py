@@ -197,6 +197,7 @@ def test_every_json_document_matches_its_documented_schema(work: dict[str, str])
             _json("rechunk", work["v1"], f"oci:{out}:p1", "--rules", str(split)),
             _json("rechunk", work["v2"], f"oci:{out}:p2", "--rules", str(split),
                   "--prev", f"oci:{out}:p1"),
+            _json("rechunk", work["v2"], f"oci:{out}:pruned", "--prune", "/usr/share/doc"),
         ],
         "diff": [
             _json("diff", f"oci:{out}:s1", f"oci:{out}:s2"),
@@ -208,6 +209,7 @@ def test_every_json_document_matches_its_documented_schema(work: dict[str, str])
             _json("verify", work["a"], work["b"]),
             _json("verify", f"oci:{out}:s2", work["v2"]),  # swapped: a note
             _json("verify", work["a"], work["b"], "--symmetric"),
+            _json("verify", work["v2"], f"oci:{out}:pruned"),
         ],
         "rules_check": [_json("rules", "check", _user_rules(out), work["v2"])],
         "gc": [_json("gc", _layout_with_garbage(work["v1"], out + "-gc"), "--dry-run")],
@@ -224,14 +226,16 @@ def test_every_json_document_matches_its_documented_schema(work: dict[str, str])
         missing = set(schema) - seen
         assert not missing, f"{command}: documented but never produced: {missing}"
     # The documents also mean what the docs say.
-    _, s2, odd, _c1, _c2, _kb, _p1, _p2 = docs["rechunk"]
+    _, s2, odd, _c1, _c2, _kb, _p1, _p2, _pruned = docs["rechunk"]
     assert any("not a 'Field: value' line" in w for w in odd["warnings"])
     assert s2["previous"] == f"oci:{out}:s1" and any(la["reused"] for la in s2["layers"])
     d = docs["diff"][0]
     assert d["pull_bytes"] == sum(la["bytes"] for la in d["layers"] if la["pulled"])
     layer_names = {la["name"] for la in s2["layers"]}
     assert d["changed_groups"] and all(g["layer"] in layer_names for g in d["changed_groups"])
-    same, differ, swapped, symmetric = docs["verify"]
+    same, differ, swapped, symmetric, pruned = docs["verify"]
+    assert pruned["identical"] and pruned["pruned"][0]["prefix"] == "/usr/share/doc"
+    assert pruned["pruned"][0]["paths"] > 0
     assert not swapped["identical"] and any("swapped" in n for n in swapped["notes"])
     assert symmetric["symmetric"] and not same["symmetric"] and not same["notes"]
     assert same["identical"] and same["differences"] == [] and same["paths"] > 100

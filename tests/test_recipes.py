@@ -32,6 +32,7 @@ import yaml
 
 from pkgchunk.cli import cli
 from pkgchunk.plan.record import LABEL
+from tests.bootcbuild import ostree_farm
 from tests.debbuild import build_deb, install, new_root
 from tests.helpers import REPO, require_tool
 from tests.registry import Registry, running_registry
@@ -230,10 +231,15 @@ def test_debian_image_pipeline(site: Site, tmp_path: Path) -> None:
 
 def test_bootc_image_pipeline(site: Site, tmp_path: Path) -> None:
     root = fedora_root(tmp_path)
+    (root / "sysroot").mkdir()
+    commit = ostree_farm(root)  # /usr hardlinked into /sysroot/ostree/repo, as fedora-bootc
     with tarfile.open(tmp_path / "root.tar", "w") as tar:
         tar.add(root, arcname=".")
-    # The base: a Fedora-like root imported into the store (stands in for fedora-bootc).
-    site.tool("podman", "import", "--change", "LABEL containers.bootc=1",
+    # The base: a Fedora-like ostree-encapsulated root imported into the store (stands in
+    # for fedora-bootc, with its labels).
+    site.tool("podman", "import", "--change", "LABEL containers.bootc=1", "--change",
+              "LABEL ostree.bootable=1", "--change", f"LABEL ostree.commit={commit}",
+              "--change", "LABEL ostree.final-diffid=sha256:00",
               str(tmp_path / "root.tar"), "localhost/fedora-bootc:base")
     (site.cwd / "motd").write_text("welcome\n")
     (site.cwd / "Containerfile").write_text(
@@ -244,9 +250,12 @@ def test_bootc_image_pipeline(site: Site, tmp_path: Path) -> None:
     pushed = f"docker://{site.registry.host}/os:latest"
     labels = site.labels(pushed)
     assert labels.get("containers.bootc") == "1" and LABEL in labels
-    assert site.pkgchunk("verify", "containers-storage:localhost/os:build", pushed).startswith(
-        "identical: "
-    )
+    assert labels.get("ostree.bootable") == "1"
+    assert "ostree.commit" not in labels and "ostree.final-diffid" not in labels
+    checked = site.pkgchunk("verify", "containers-storage:localhost/os:build", pushed)
+    assert checked.startswith("identical: ")
+    farm = re.search(r"pruned: (\d+) paths under /sysroot/ostree", checked)
+    assert farm and int(farm.group(1)) > 20  # the object store was there, and is not now
     sbom = json.loads((site.cwd / "os.spdx.json").read_text())
     purls = {ref["referenceLocator"] for p in sbom["packages"] for ref in p["externalRefs"]}
     assert "pkg:rpm/fedora/pkgchunk-demo@1.2-3?arch=noarch&distro=fedora-40&epoch=2" in purls

@@ -32,6 +32,8 @@ FIXED: Mapping[Frequency, float] = {"high": 0.9, "medium": 0.3, "low": 0.05}
 KIND_DEFAULT: Mapping[str, float] = {"bucket": FIXED["high"], "bigfile": FIXED["medium"]}
 #: A package group whose packages carry no changelog at all.
 UNKNOWN = 0.25
+#: A ``user.component`` group without ``user.update-interval``: weekly, as chunkah assumes.
+COMPONENT_INTERVAL_DAYS = 7
 PKGDB = 1.0
 WINDOW_YEARS = 2.0
 #: Time between the builds a client pulls; the changelog rate is per year.
@@ -80,6 +82,10 @@ def prior(
 def _whole_prior(
     group: Group, packages: Sequence[Package], reference: int | None, *, interval_days: float
 ) -> float:
+    if group.kind == "component":
+        # The author's interval: P(at least one update between two builds), Poisson.
+        days = group.update_interval or COMPONENT_INTERVAL_DAYS
+        return 1.0 - math.exp(-interval_days / days)
     if group.frequency is not None:
         return FIXED[group.frequency]
     if group.kind in KIND_DEFAULT:

@@ -6,6 +6,9 @@ file, or the package databases. Every tree path lands in exactly one group.
 
 Order of decisions for one path (first hit wins):
 
+0. a ``user.component=NAME`` xattr on the path, or on the nearest directory above it
+   that has one -> ``component/NAME`` (what rpm-ostree and chunkah honour: the
+   Containerfile author's word beats packages and rules);
 1. a package database file (``Ownership.pkgdb_paths``) -> ``pkgdb``;
 2. an owned path -> its owner's group (several owners: the smallest group key,
    so the choice never depends on sizes that drift between builds);
@@ -35,11 +38,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from pkgchunk.errors import InputError
 from pkgchunk.pkgdb.model import Ownership, Package
 from pkgchunk.plan.rules import BucketRule, Frequency, Glob, GroupRule, Rules
 from pkgchunk.tree import Entry, FileTree, encode_path, parent
 
-GroupKind = Literal["package", "bucket", "bigfile", "pkgdb"]
+GroupKind = Literal["package", "bucket", "bigfile", "pkgdb", "component"]
 #: Where derived files go: with their origin, or all in one ``derived`` group.
 DerivedMode = Literal["follow", "separate"]
 
@@ -51,6 +55,15 @@ SOURCE_PREFIX = "src/"
 NAME_PREFIX = "pkg/"
 BUCKET_PREFIX = "bucket/"
 BIG_PREFIX = "big/"
+COMPONENT_PREFIX = "component/"
+
+#: The xattrs rpm-ostree (ostree-ext) and chunkah read to assign files by hand.
+COMPONENT_XATTR = "user.component"
+INTERVAL_XATTR = "user.update-interval"
+#: chunkah's named intervals, in days; a plain positive integer is days too.
+NAMED_INTERVALS = {"daily": 1, "weekly": 7, "biweekly": 14, "monthly": 30, "quarterly": 90,
+                   "yearly": 365}
+MAX_COMPONENT_CHARS = 256
 
 #: Kernel module trees: unowned files below ``PREFIX/VER/`` follow that kernel.
 MODULE_DIRS = ("usr/lib/modules/", "lib/modules/")
@@ -75,6 +88,8 @@ class Group:
     dedicated: bool = False
     #: For a part of a split package group (plan/split.py): which part ("" when whole).
     part: str = ""
+    #: Days between updates a ``user.update-interval`` xattr gives (component groups).
+    update_interval: int | None = None
 
     @property
     def version(self) -> str:
@@ -179,6 +194,90 @@ def derived_owners(tree: FileTree, ownership: Ownership) -> dict[str, tuple[str,
     return out
 
 
+def _xattr_text(entry: Entry, name: str) -> str | None:
+    for key, value in entry.xattrs:
+        if key == name:
+            try:
+                return value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(f"/{entry.path}: {name} xattr is not UTF-8") from None
+    return None
+
+
+def parse_interval(path: str, text: str) -> int:
+    """A ``user.update-interval`` value in days (chunkah's names or a positive integer)."""
+    days = NAMED_INTERVALS.get(text.strip())
+    if days is None:
+        try:
+            days = int(text.strip())
+        except ValueError:
+            days = 0
+    if days <= 0:
+        names = "|".join(NAMED_INTERVALS)
+        raise InputError(f"/{path}: {INTERVAL_XATTR}={text!r}: expected {names} or a"
+                         " positive number of days")
+    return days
+
+
+def xattr_components(tree: FileTree) -> tuple[dict[str, str], dict[str, int]]:
+    """Path -> component name from ``user.component`` (own, else the nearest directory
+    above that has one, as chunkah inherits it), and component -> update interval in
+    days from ``user.update-interval`` on any of its paths (not inherited; two different
+    values for one component are an error, as in chunkah)."""
+    own: dict[str, str] = {}
+    for path, entry in tree.entries.items():
+        if entry.xattrs:
+            name = _xattr_text(entry, COMPONENT_XATTR)
+            if name is not None:
+                name = name.strip()
+                if not name or len(name) > MAX_COMPONENT_CHARS or not name.isprintable():
+                    raise InputError(f"/{path}: {COMPONENT_XATTR}={name!r}: expected 1-"
+                                     f"{MAX_COMPONENT_CHARS} printable characters")
+                own[path] = name
+    if not own:
+        return {}, {}
+    dirs = {p: c for p, c in own.items() if tree.entries[p].kind == "dir"}
+    memo: dict[str, str | None] = {}
+
+    def inherited(path: str) -> str | None:
+        todo: list[str] = []
+        found: str | None = None
+        cur = parent(path)
+        while cur:
+            if cur in memo:
+                found = memo[cur]
+                break
+            if cur in dirs:
+                found = dirs[cur]
+                break
+            todo.append(cur)
+            cur = parent(cur)
+        for p in todo:
+            memo[p] = found
+        return found
+
+    out: dict[str, str] = {}
+    for path in tree.entries:
+        comp = own.get(path) or (inherited(path) if dirs else None)
+        if comp is not None:
+            out[path] = comp
+    intervals: dict[str, int] = {}
+    where: dict[str, str] = {}
+    for path in sorted(out, key=encode_path):
+        entry = tree.entries[path]
+        text = _xattr_text(entry, INTERVAL_XATTR) if entry.xattrs else None
+        if text is None:
+            continue
+        comp, days = out[path], parse_interval(path, text)
+        if intervals.setdefault(comp, days) != days:
+            raise InputError(
+                f"component {comp!r}: conflicting {INTERVAL_XATTR} on /{where[comp]}"
+                f" ({intervals[comp]} days) and /{path} ({days} days)"
+            )
+        where.setdefault(comp, path)
+    return out, intervals
+
+
 class _Grouper:
     def __init__(
         self, tree: FileTree, ownership: Ownership, rules: Rules, derived: DerivedMode
@@ -194,6 +293,7 @@ class _Grouper:
         self.catch_all = rules.buckets[-1]
         self.pkg_group: dict[str, str] = {}
         self.derive = Derivation(tree, ownership)
+        self.components, self.intervals = xattr_components(tree)
 
     # -- packages -> group keys
 
@@ -249,6 +349,9 @@ class _Grouper:
         return self.owned_group(origin) if origin is not None else None
 
     def path_group(self, path: str, entry: Entry) -> str:
+        component = self.components.get(path)
+        if component is not None:
+            return COMPONENT_PREFIX + component
         if path in self.own.pkgdb_paths:
             return PKGDB_KEY
         owned = self.owned_group(path)
@@ -325,7 +428,16 @@ def build_groups(
     for key in sorted(paths):
         nbytes = sizes.get(key, 0)
         pkgs = members.get(key, [])
-        if pkgs:
+        interval = None
+        if key.startswith(COMPONENT_PREFIX):
+            # The packages whose files the author moved here say when they change.
+            interval = g.intervals.get(key[len(COMPONENT_PREFIX):])
+            owned = {k for p in paths[key] for k in ownership.owners.get(p, ())}
+            pkgs = [ownership.packages[k] for k in sorted(owned) if k in ownership.packages]
+            pkg_keys[key] = sorted(owned)
+            evrs = sorted({f"{p.name}={p.evr}" for p in pkgs})
+            versions = (*evrs, f"{len(paths[key])} paths {nbytes} bytes")
+        elif pkgs:
             versions = tuple(sorted({f"{p.name}={p.evr}" for p in pkgs}))
         else:
             versions = (f"{len(paths[key])} paths {nbytes} bytes",)
@@ -340,6 +452,7 @@ def build_groups(
                 bytes=nbytes,
                 frequency=rule.frequency if rule else None,
                 dedicated=rule.dedicated if rule else False,
+                update_interval=interval,
             )
         )
     return tuple(out)
@@ -348,6 +461,8 @@ def build_groups(
 def _kind(key: str) -> GroupKind:
     if key == PKGDB_KEY:
         return "pkgdb"
+    if key.startswith(COMPONENT_PREFIX):
+        return "component"
     if key == DERIVED_KEY:
         return "bucket"
     if key.startswith(BUCKET_PREFIX):
