@@ -268,6 +268,8 @@ def _split_images(images: tuple[str, ...]) -> tuple[list[str], str]:
 )
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
               help="Layers compressed at once (default: CPU count).")
+@click.option("--no-carry", is_flag=True,
+              help="Do not give entries identical to the previous build's its older mtime.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document (docs/json.md).")
 @click.option(
     "--sbom", nargs=2, type=(click.Choice(["spdx-json"]), click.Path(dir_okay=False)),
@@ -282,8 +284,8 @@ def rechunk_cmd(
     fresh: bool, mtime_policy: str, ignore_pkgdb_errors: bool, keep_base: str | None,
     keep_sysroot: bool, prune: tuple[str, ...], label_edits: tuple[str, ...],
     compression: str,
-    level: int | None, source_date_epoch: int | None, jobs: int | None, as_json: bool,
-    sbom: tuple[str, str] | None,
+    level: int | None, source_date_epoch: int | None, jobs: int | None, no_carry: bool,
+    as_json: bool, sbom: tuple[str, str] | None,
 ) -> None:
     """Rewrite image SRC as DEST; several SRC are stacked in order and merged into one.
 
@@ -315,7 +317,7 @@ def rechunk_cmd(
     popts = PlanOptions(
         rules=rules, max_layers=max_layers, prev=prev, fresh=fresh,
         mtime_policy=mtime_policy,  # type: ignore[arg-type]
-        ignore_pkgdb_errors=ignore_pkgdb_errors, keep_base=keep_base,
+        ignore_pkgdb_errors=ignore_pkgdb_errors, keep_base=keep_base, carry=not no_carry,
         keep_sysroot=keep_sysroot, prune=prune, labels=label_edits,
     )
     result = rechunk_packages(srcs if len(srcs) > 1 else srcs[0], dest, popts, options)
@@ -417,7 +419,8 @@ def diff_cmd(old: str, new: str, as_json: bool) -> None:
 )
 @click.option(
     "--prev", default=None, metavar="IMAGE",
-    help="The previous build OUTPUT was made against: lets the limits it carried count.",
+    help="The previous build OUTPUT was made against: lets the limits and mtimes it carried"
+         " count [default for carried mtimes: found in OUTPUT's layout].",
 )
 @click.option("--ignore-mtime", is_flag=True, help="Do not compare modification times.")
 @click.option(

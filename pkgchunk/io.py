@@ -26,8 +26,9 @@ from pkgchunk.image import Image, LayerSpec
 from pkgchunk.oci.blobs import open_blob, parse_json
 from pkgchunk.oci.decompress import decompressed, detect
 from pkgchunk.oci.flatten import flatten
-from pkgchunk.oci.read import Source, read_image, read_source, read_stack
+from pkgchunk.oci.read import Source, read_image, read_layers, read_source, read_stack
 from pkgchunk.oci.rootfs import read_rootfs
+from pkgchunk.oci.spool import LayerBlob
 from pkgchunk.oci.store import DEFAULT_TAG
 from pkgchunk.oci.write import WriteOptions, WriteResult
 from pkgchunk.oci.write import write_image as write_local
@@ -183,6 +184,21 @@ def open_blobs(ref: ImageRef, workdir: str) -> Source:
     if ref.transport in REMOTE_TRANSPORTS:
         ref = fetch(ref, workdir)
     return read_source(ref, workdir, max_bytes=default_max_bytes())
+
+
+def open_layers(label: str, blobs: Sequence[LayerBlob], *, max_bytes: int | None = None) -> Image:
+    """Only these layer blobs of an image (files on disk), flattened in order: the part of a
+    previous build worth reading (the caller closes it)."""
+    limit = default_max_bytes() if max_bytes is None else max_bytes
+    with progress.step(f"reading {len(blobs)} layers of {label}"):
+        return read_layers(label, blobs, max_bytes=limit)
+
+
+def fetch_source(ref: ImageRef, workdir: str) -> Source:
+    """A remote image copied by skopeo into a layout under ``workdir``: manifest, config and
+    layer blobs on disk (a previous build whose layers must be read)."""
+    local = fetch(ref, workdir)
+    return read_source(local, workdir, max_bytes=default_max_bytes())
 
 
 def write_image(

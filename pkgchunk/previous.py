@@ -20,6 +20,7 @@ from pkgchunk.errors import InputError
 from pkgchunk.io import open_manifest
 from pkgchunk.oci.mediatypes import SAME_BYTES
 from pkgchunk.oci.read import Source, config_labels
+from pkgchunk.oci.spool import LayerBlob
 from pkgchunk.oci.write import ReusableBlob
 from pkgchunk.plan.record import BuildRecord
 from pkgchunk.refs import ImageRef, parse_ref
@@ -38,6 +39,11 @@ class Previous:
     #: The previous manifest's layer digests (also for a registry or store image, whose
     #: blobs are not fetched): a new layer with one of them is byte-identical, "reused".
     digests: frozenset[str] = frozenset()
+    #: Its manifest digest and layer blobs (whose files exist only for a local image: a
+    #: remote one is inspected, not fetched), for carrying unchanged entries forward.
+    digest: str | None = None
+    blobs: tuple[LayerBlob, ...] = ()
+    image_ref: ImageRef | None = None
 
     @property
     def record(self) -> BuildRecord:
@@ -85,7 +91,10 @@ def open_previous(ref: str | ImageRef, side: Side = "src") -> Previous:
         source = open_manifest(image_ref, workdir, side)
         labels, reuse = _from_source(str(image_ref), source)
         digests = frozenset(b.digest for b in source.layers if b.digest)
-        return Previous(str(image_ref), labels, reuse, workdir, digests)
+        return Previous(
+            str(image_ref), labels, reuse, workdir, digests, source.digest,
+            tuple(source.layers), image_ref,
+        )
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pkgchunk import bootc, progress
+from pkgchunk.carryforward import carry_forward
 from pkgchunk.image import Image
 from pkgchunk.io import has_tag, open_image, open_stack, write_image
 from pkgchunk.keepbase import Base, open_base
@@ -78,6 +79,8 @@ class PlanOptions:
     prune: tuple[str, ...] = ()
     #: ``KEY=VALUE`` / ``KEY-`` label edits (``--label``), applied in order.
     labels: tuple[str, ...] = ()
+    #: Give entries identical to the previous build's that build's (older) mtime (clamp only).
+    carry: bool = True
 
 
 @dataclass(frozen=True)
@@ -256,6 +259,14 @@ def rechunk_packages(
             planned = _plan(
                 image, opts, prev.record if prev else None, wopts.source_date_epoch, stack
             )
+            carry_warnings: tuple[str, ...] = ()
+            if prev is not None and opts.carry and opts.mtime_policy == "clamp":
+                carried = carry_forward(
+                    planned.tree, planned.outcome.groups, planned.outcome.layer_specs,
+                    planned.labels, prev,
+                )
+                planned = dataclasses.replace(planned, tree=carried.tree, labels=carried.labels)
+                carry_warnings = carried.warnings
             t2 = time.monotonic()
             log.debug("planned %d layers (rules %s) in %.1f s",
                       len(planned.outcome.layer_specs), planned.rules_name, t2 - t1)
@@ -277,7 +288,8 @@ def rechunk_packages(
                       time.monotonic() - t2, sum(w.reused for w in result.layers),
                       len(result.layers))
         warnings = (planned.tree.warnings + planned.ownership.warnings
-                    + planned.outcome.warnings + planned.warnings)
+                    + planned.outcome.warnings + planned.warnings
+                    + carry_warnings)
         return RechunkResult(result, planned, prev.ref if prev else None, warnings, release)
 
 

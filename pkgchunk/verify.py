@@ -11,19 +11,27 @@ labels).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
+import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pkgchunk.claims import Stated, expected_output
 from pkgchunk.image import Image
-from pkgchunk.io import base_tree, open_image
+from pkgchunk.io import base_tree, open_image, open_manifest
+from pkgchunk.oci.mediatypes import OCI_MANIFEST
+from pkgchunk.plan import carry
 from pkgchunk.plan.record import LABEL, MTIME_LABEL, BuildRecord
 from pkgchunk.previous import open_previous
-from pkgchunk.refs import ImageRef
+from pkgchunk.refs import ImageRef, parse_ref
 from pkgchunk.tree import ENC, ERRORS, Entry, FileTree, encode_path
 
+#: The index annotation holding a manifest's tag in an OCI layout.
+REF_NAME = "org.opencontainers.image.ref.name"
 #: Config labels pkgchunk itself adds.
 OWN_LABEL_PREFIX = "org.pkgchunk."
 #: The path of a Difference about the root directory's own metadata.
@@ -268,6 +276,83 @@ def _label(value: object) -> str:
 _RECORD_LABELS = (LABEL, MTIME_LABEL)
 
 
+def _in_layout(ref: str | ImageRef, digest: str, tmp: str) -> ImageRef | None:
+    """Manifest ``digest`` in B's own ``oci:`` layout: under a tag, or (the tag since moved
+    to B, as when DEST's tag was the previous build) still among its blobs, reached through
+    a one-image layout under ``tmp`` that shares B's blobs."""
+    image_ref = parse_ref(ref) if isinstance(ref, str) else ref
+    if image_ref.transport != "oci" or not digest.startswith("sha256:"):
+        return None
+    try:
+        with open(os.path.join(image_ref.path, "index.json"), "rb") as f:
+            index = json.loads(f.read(16 << 20))
+    except (OSError, ValueError, RecursionError):
+        return None
+    for m in index.get("manifests") or [] if isinstance(index, dict) else []:
+        name = (m.get("annotations") or {}).get(REF_NAME) if isinstance(m, dict) else None
+        if isinstance(m, dict) and m.get("digest") == digest and isinstance(name, str):
+            return ImageRef("oci", image_ref.path, name)
+    blobs = os.path.join(os.path.abspath(image_ref.path), "blobs")
+    try:
+        size = os.path.getsize(os.path.join(blobs, "sha256", digest[7:]))
+    except OSError:
+        return None
+    root = os.path.join(tmp, "layout")
+    os.makedirs(root)
+    os.symlink(blobs, os.path.join(root, "blobs"))
+    with open(os.path.join(root, "oci-layout"), "w") as f:
+        f.write('{"imageLayoutVersion":"1.0.0"}')
+    with open(os.path.join(root, "index.json"), "w") as f:
+        json.dump({"schemaVersion": 2, "manifests": [{
+            "mediaType": OCI_MANIFEST, "digest": digest, "size": size,
+            "annotations": {REF_NAME: "previous"}}]}, f)
+    return ImageRef("oci", root, "previous")
+
+
+def excuse_carried(
+    tree_a: FileTree,
+    tree_b: FileTree,
+    digest: str,
+    ref_b: str | ImageRef,
+    prev: str | ImageRef | None,
+) -> tuple[FileTree, list[Difference]]:
+    """A (the policy applied) with B's mtime wherever B carried it from the previous build
+    ``digest`` names: older than the policy's, and exactly what that build holds for an
+    identical entry (``plan.carry.allowed``). Every other mtime is left for ``compare``.
+
+    The previous build is ``prev``, else found under its digest in B's own layout; it is
+    read only when B has an mtime older than the policy's."""
+    older = [p for p, b in tree_b.entries.items()
+             if (a := tree_a.entries.get(p)) is not None and b.mtime < a.mtime]
+    if not older:
+        return tree_a, []
+    with tempfile.TemporaryDirectory(prefix="pkgchunk-verify-") as tmp:
+        ref = prev if prev is not None else _in_layout(ref_b, digest, tmp)
+        if ref is None:
+            return tree_a, [Difference("", f"mtimes carried from previous build {digest}:"
+                                           " name it with --prev to check them")]
+        image_ref = parse_ref(ref) if isinstance(ref, str) else ref
+        found = open_manifest(image_ref, os.path.join(tmp, "manifest")).digest
+        if found != digest:
+            return tree_a, [Difference("", f"mtimes carried from previous build {digest},"
+                                           f" but {ref} is {found}")]
+        entries = dict(tree_a.entries)
+        with open_image(image_ref) as previous:
+            hash_a, hash_p = _Hasher(tree_a), _Hasher(previous.tree)
+            for path in older:
+                a, b = tree_a.entries[path], tree_b.entries[path]
+                old = previous.tree.entries.get(path)
+                if old is None or old.kind != a.kind:
+                    continue
+                reg = a.kind == "reg" and a.size == old.size
+                mine = carry.identity(a, hash_a.digest(a) if reg else "")
+                theirs = carry.PrevEntry(
+                    carry.identity(old, hash_p.digest(old) if reg else ""), old.mtime)
+                if carry.allowed(b.mtime, a.mtime, mine, theirs):
+                    entries[path] = dataclasses.replace(a, mtime=b.mtime)
+    return FileTree(entries=entries, label=tree_a.label), []
+
+
 def verify(
     ref_a: str | ImageRef,
     ref_b: str | ImageRef,
@@ -308,6 +393,11 @@ def verify(
                 diffs.extend(Difference("", p) for p in claims.problems)
                 expected, skip = claims.expected, claims.vouched
                 pruned = tuple(claims.pruned)
+                carried = BuildRecord.from_labels(b.labels).mtime
+                if carried is not None and carried.carry is not None and not ignore_mtime:
+                    expected, missing = excuse_carried(
+                        expected, b.tree, carried.carry, ref_b, prev)
+                    diffs.extend(missing)
                 notes.extend(_swapped(a.labels, b.labels))
             if check_config:
                 diffs.extend(compare_config(a.config, b.config, skip_labels=skip))

@@ -42,6 +42,8 @@ class Source:
     config: dict[str, Any]
     layers: list[LayerBlob]
     blob_path: dict[str, str] = field(default_factory=dict)
+    #: The manifest's digest (None when the source has no manifest blob: docker-archive).
+    digest: str | None = None
 
 
 def config_labels(config: Mapping[str, Any]) -> dict[str, str]:
@@ -90,6 +92,17 @@ def read_stack(refs: Sequence[ImageRef], *, max_bytes: int) -> Image:
         raise
 
 
+def read_layers(label: str, layers: Sequence[LayerBlob], *, max_bytes: int) -> Image:
+    """Only these layer blobs of an image, verified and flattened in order (the caller
+    closes the Image): the part of a previous build that is worth reading."""
+    workdir = tempfile.mkdtemp(prefix="pkgchunk-")
+    try:
+        return _assemble(label, Source(None, {}, list(layers)), workdir, max_bytes)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+
 def read_source(ref: ImageRef, workdir: str, *, max_bytes: int) -> Source:
     """Manifest, config and layer blobs of ``ref``, verified but not spooled or flattened.
 
@@ -133,7 +146,7 @@ def _read_layout(label: str, layout: Layout, tag: str | None) -> Source:
                 annotations=d["annotations"],
             )
         )
-    return Source(manifest, config, layers, blob_path)
+    return Source(manifest, config, layers, blob_path, desc["digest"])
 
 
 def _descriptor(label: str, raw: object, what: str) -> dict[str, Any]:

@@ -170,33 +170,63 @@ def decode(label: str) -> PreviousPlan:
     return PreviousPlan(layers=tuple(layers), history=history, builds=builds)
 
 
-def _mtime_fields(value: str) -> tuple[str, dict[str, int]]:
+def _mtime_fields(value: str) -> tuple[str, dict[str, int], dict[str, str]]:
     policy, *rest = value.split(";")
     out: dict[str, int] = {}
+    text: dict[str, str] = {}
     for item in rest:
         key, _, num = item.partition("=")
         digits = num[1:] if num.startswith("-") else num
         if key in ("epoch", "dirs") and digits.isdigit() and len(digits) <= 19:
             out[key] = int(num)
-    return policy, out
+        elif key in ("carry", "carried"):
+            text[key] = num
+    return policy, out, text
+
+
+def _carry_digest(value: str | None) -> str | None:
+    algo, _, hexa = (value or "").partition(":")
+    if algo == "sha256" and len(hexa) == 64 and all(c in "0123456789abcdef" for c in hexa):
+        return value
+    return None
+
+
+def _layer_indices(value: str | None) -> tuple[int, ...]:
+    """``3.7.12`` -> (3, 7, 12); malformed or out-of-range items are dropped."""
+    out: set[int] = set()
+    for item in (value or "").split(".")[:MAX_LAYERS]:
+        if item.isdigit() and len(item) <= 5 and int(item) < MAX_LAYERS:
+            out.add(int(item))
+    return tuple(sorted(out))
 
 
 @dataclass(frozen=True)
 class MtimeRecord:
     """The mtime policy a build applied, so ``verify`` can re-derive it and the next build can
-    carry the directories' limit ``T`` (``dirs``) over. ``dirs`` is recorded with clamp only."""
+    carry the directories' limit ``T`` (``dirs``) over. ``dirs`` is recorded with clamp only.
+
+    ``carry`` names (by manifest digest) the previous build whose mtimes identical entries
+    took (``plan/carry.py``), so ``verify`` excuses exactly those; ``carried`` lists the
+    indices of this build's layers holding such entries, which the next build must read to
+    keep them. Both only with clamp; labels without them (older builds) parse as before."""
 
     policy: Policy
     source_date_epoch: int | None = None
     directory_epoch: int | None = None
+    carry: str | None = None
+    carried: tuple[int, ...] = ()
 
     def label(self) -> str:
-        """``clamp``, ``clamp;epoch=E``, ``clamp;epoch=E;dirs=T`` ..."""
+        """``clamp``, ``clamp;epoch=E``, ``clamp;epoch=E;dirs=T;carry=sha256:D;carried=0.4`` ..."""
         out: str = self.policy
         if self.source_date_epoch is not None:
             out += f";epoch={self.source_date_epoch}"
         if self.directory_epoch is not None and self.policy == "clamp":
             out += f";dirs={self.directory_epoch}"
+        if self.carry is not None and self.policy == "clamp":
+            out += f";carry={self.carry}"
+            if self.carried:
+                out += ";carried=" + ".".join(str(i) for i in self.carried)
         return out
 
     @classmethod
@@ -204,17 +234,21 @@ class MtimeRecord:
         """The record a label value holds, or None when it is not one pkgchunk wrote.
 
         Hostile input: malformed numbers are dropped field by field, a negative
-        SOURCE_DATE_EPOCH is ignored, an unknown policy makes the whole value unknown."""
+        SOURCE_DATE_EPOCH is ignored, an unknown policy makes the whole value unknown, a
+        ``carry`` that is not a sha256 digest is dropped (with its ``carried``)."""
         if not value:
             return None
-        policy, fields = _mtime_fields(value)
+        policy, fields, text = _mtime_fields(value)
         if policy not in POLICIES:
             return None
         epoch = fields.get("epoch")
         if epoch is not None and epoch < 0:
             epoch = None
-        dirs = fields.get("dirs") if policy == "clamp" else None
-        return cls("clamp" if policy == "clamp" else "keep", epoch, dirs)
+        if policy != "clamp":
+            return cls("keep", epoch)
+        carry = _carry_digest(text.get("carry"))
+        carried = _layer_indices(text.get("carried")) if carry is not None else ()
+        return cls("clamp", epoch, fields.get("dirs"), carry, carried)
 
 
 @dataclass(frozen=True)

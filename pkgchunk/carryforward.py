@@ -1,0 +1,152 @@
+"""Carrying unchanged entries forward from the previous build: the I/O around ``plan.carry``.
+
+Reads only the previous build's layers :func:`pkgchunk.plan.carry.layers_to_read` names
+(those holding a group that changed version, an unowned bucket, the package databases, or
+entries that build carried itself), hashes only the files whose every other attribute already
+matches, and lets ``plan.carry`` decide. Anything wrong with the previous build (its plan
+does not match its manifest, a layer does not read) is one warning and no carrying: the
+build is then exactly what the policy alone gives.
+
+A previous build that is remote (``docker://``, ``containers-storage:``) is only inspected
+by ``previous``; when it has layers worth reading it is copied by skopeo (the whole image:
+skopeo has no single-blob fetch), once per build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from pkgchunk import progress
+from pkgchunk.errors import PkgchunkError
+from pkgchunk.image import LayerSpec
+from pkgchunk.io import fetch_source, open_layers
+from pkgchunk.plan import carry
+from pkgchunk.plan.groups import Group
+from pkgchunk.plan.record import MTIME_LABEL, MtimeRecord
+from pkgchunk.previous import Previous
+from pkgchunk.refs import REMOTE_TRANSPORTS
+from pkgchunk.tree import Entry, FileTree
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CarryResult:
+    """The tree to write, the labels recording it, and what it cost."""
+
+    tree: FileTree
+    labels: Mapping[str, str]
+    warnings: tuple[str, ...] = ()
+    carried: int = 0
+    layers_read: int = 0
+    layers_total: int = 0
+    bytes_read: int = 0
+    files_hashed: int = 0
+    seconds: float = 0.0
+
+
+class Hasher:
+    """sha256 (hex) of regular files, once per data location (hardlinks share theirs)."""
+
+    def __init__(self, tree: FileTree) -> None:
+        self._tree = tree
+        self._cache: dict[tuple[str, int, int], str] = {}
+
+    def digest(self, entry: Entry) -> str:
+        assert entry.data is not None
+        key = (entry.data.source, entry.data.offset, entry.size)
+        got = self._cache.get(key)
+        if got is None:
+            h = hashlib.sha256()
+            with self._tree.open(entry.path) as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            got = self._cache[key] = h.hexdigest()
+        return got
+
+
+def previous_entries(
+    tree: FileTree, hashed: Iterable[str] = ()
+) -> dict[str, carry.PrevEntry]:
+    """The entries of a (partly) read previous build; content digests only for ``hashed``."""
+    hasher = Hasher(tree)
+    want = set(hashed)
+    out = {}
+    for path, e in tree.entries.items():
+        digest = hasher.digest(e) if path in want and e.kind == "reg" and e.data else ""
+        out[path] = carry.PrevEntry(carry.identity(e, digest), e.mtime)
+    return out
+
+
+def _relabel(labels: Mapping[str, str], digest: str, carried: tuple[int, ...]) -> dict[str, str]:
+    record = MtimeRecord.parse(labels.get(MTIME_LABEL))
+    if record is None or record.policy != "clamp":
+        return dict(labels)
+    new = MtimeRecord(record.policy, record.source_date_epoch, record.directory_epoch,
+                      digest, carried)
+    return {**labels, MTIME_LABEL: new.label()}
+
+
+def carry_forward(
+    tree: FileTree,
+    groups: Sequence[Group],
+    specs: Sequence[LayerSpec],
+    labels: Mapping[str, str],
+    prev: Previous,
+) -> CarryResult:
+    """``tree`` (the policy applied) with the previous build's mtimes on identical entries."""
+    t0 = time.monotonic()
+    record = prev.record
+    if record.plan is None or prev.digest is None:
+        return CarryResult(tree, labels)  # not a pkgchunk build: nothing recorded to go by
+    blobs = list(prev.blobs)
+    total = len(record.plan.layers)
+    if total != len(blobs):
+        return CarryResult(tree, labels, (
+            f"{prev.ref}: its plan names {total} layers but its manifest has {len(blobs)};"
+            " unchanged entries are not carried forward",), layers_total=total)
+    carried_before = record.mtime.carried if record.mtime is not None else ()
+    wanted = carry.layers_to_read(record.plan, groups, carried_before)
+    if not wanted:
+        return CarryResult(tree, _relabel(labels, prev.digest, ()), layers_total=total)
+    try:
+        if prev.image_ref is not None and prev.image_ref.transport in REMOTE_TRANSPORTS:
+            assert prev.workdir is not None
+            fetched = fetch_source(prev.image_ref, os.path.join(prev.workdir, "carry"))
+            if len(fetched.layers) != total:
+                raise PkgchunkError(f"{prev.ref}: skopeo copied {len(fetched.layers)} layers,"
+                                    f" its plan names {total}")
+            blobs = fetched.layers
+        chosen = [blobs[i] for i in wanted]
+        with open_layers(prev.ref, chosen) as image:
+            prev_meta = previous_entries(image.tree)
+            cands = carry.candidates(tree, prev_meta)
+            with progress.step(f"hashing {len(cands)} unchanged-looking files"):
+                new_hash, old_hash = Hasher(tree), Hasher(image.tree)
+                digests = {p: new_hash.digest(tree.entries[p]) for p in cands}
+                previous = dict(prev_meta)
+                for p in cands:
+                    old = image.tree.entries[p]
+                    if old.data is not None:
+                        previous[p] = carry.PrevEntry(
+                            carry.identity(old, old_hash.digest(old)), old.mtime
+                        )
+            read = sum(b.size or 0 for b in chosen)
+    except PkgchunkError as err:
+        return CarryResult(tree, labels, (
+            f"{err}; unchanged entries are not carried forward",), layers_total=total)
+    result = carry.carry(tree, previous, digests)
+    layers = carry.carried_layers(specs, result.paths)
+    took = time.monotonic() - t0
+    log.debug("carried %d entries forward from %s: read %d of %d layers (%d bytes),"
+              " hashed %d files, %.1f s", len(result.paths), prev.ref, len(wanted), total,
+              read, len(cands), took)
+    return CarryResult(
+        result.tree, _relabel(labels, prev.digest, layers), (), len(result.paths),
+        len(wanted), total, read, len(cands), took,
+    )
