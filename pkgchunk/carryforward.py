@@ -117,7 +117,9 @@ def carry_forward(
     try:
         if prev.image_ref is not None and prev.image_ref.transport in REMOTE_TRANSPORTS:
             assert prev.workdir is not None
-            fetched = fetch_source(prev.image_ref, os.path.join(prev.workdir, "carry"))
+            where = os.path.join(prev.workdir, "carry")
+            os.makedirs(where, exist_ok=True)
+            fetched = fetch_source(prev.image_ref, where)
             if len(fetched.layers) != total:
                 raise PkgchunkError(f"{prev.ref}: skopeo copied {len(fetched.layers)} layers,"
                                     f" its plan names {total}")

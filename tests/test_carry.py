@@ -206,3 +206,32 @@ def test_a_mismatched_previous_build_is_one_warning(pair: Pair) -> None:
                              PlanOptions(prev=f"oci:{out}:squashed", carry=False))
     assert [w.digest for w in got.write.layers] == [w.digest for w in plain.write.layers]
     assert verify(f"rootfs:{pair.root2}", f"oci:{out}:after").identical
+
+
+@pytest.mark.slow
+def test_a_previous_build_in_a_registry_is_fetched_and_carried(
+    pair: Pair, tmp_path: Path
+) -> None:
+    import subprocess
+
+    from pkgchunk.transport.skopeo import TransportOptions, transport_options
+    from tests.helpers import require_tool
+    from tests.registry import running_registry
+
+    skopeo = require_tool("skopeo")
+    out = tmp_path / "out"
+    v1 = rechunk_packages(f"rootfs:{pair.root1}", f"oci:{out}:v1")
+    local = rechunk_packages(f"rootfs:{pair.root2}", f"oci:{out}:v2",
+                             PlanOptions(prev=f"oci:{out}:v1"))
+    with running_registry(tmp_path) as registry:
+        remote = f"docker://{registry.host}/carry:v1"
+        subprocess.run([skopeo, "copy", "-q", "--dest-tls-verify=false", f"oci:{out}:v1",
+                        remote], check=True, capture_output=True)
+        with transport_options(TransportOptions(src_tls_verify=False, dest_tls_verify=False)):
+            got = rechunk_packages(f"rootfs:{pair.root2}", f"oci:{out}:remote",
+                                   PlanOptions(prev=remote))
+            assert verify(f"rootfs:{pair.root2}", f"oci:{out}:remote", prev=remote).identical
+    assert not got.warnings
+    # the same carried build as with the previous build on disk: its layers were fetched
+    assert [w.digest for w in got.write.layers] == [w.digest for w in local.write.layers]
+    assert [w.digest for w in got.write.layers] != [w.digest for w in v1.write.layers]
