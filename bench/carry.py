@@ -6,7 +6,7 @@
 For each layer budget (40 and 64), exactly what a user runs::
 
     pkgchunk rechunk oci:bench/work/debian-old:latest oci:OUT:old --max-layers N
-    pkgchunk -v rechunk oci:bench/work/debian-new:latest oci:OUT:carry --max-layers N \
+    pkgchunk rechunk -v oci:bench/work/debian-new:latest oci:OUT:carry --max-layers N \
         --prev oci:OUT:old
     pkgchunk rechunk oci:bench/work/debian-new:latest oci:OUT:plain --max-layers N \
         --prev oci:OUT:old --no-carry
@@ -81,7 +81,7 @@ def one_budget(budget: int, work: Path, out: Path) -> dict[str, Any]:
         return res
 
     step("rechunk_old", ["rechunk", src_old, f"{ref}:old", *n])
-    carry = step("rechunk_carry", ["-v", "rechunk", src_new, f"{ref}:carry", *n,
+    carry = step("rechunk_carry", ["rechunk", "-v", src_new, f"{ref}:carry", *n,
                                    "--prev", f"{ref}:old"])
     step("rechunk_plain", ["rechunk", src_new, f"{ref}:plain", *n, "--prev", f"{ref}:old",
                            "--no-carry"])
