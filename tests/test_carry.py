@@ -235,3 +235,18 @@ def test_a_previous_build_in_a_registry_is_fetched_and_carried(
     # the same carried build as with the previous build on disk: its layers were fetched
     assert [w.digest for w in got.write.layers] == [w.digest for w in local.write.layers]
     assert [w.digest for w in got.write.layers] != [w.digest for w in v1.write.layers]
+
+
+@pytest.mark.slow
+def test_dest_tag_as_previous_build_verifies_after_the_tag_moved(
+    pair: Pair, tmp_path: Path
+) -> None:
+    dest = f"oci:{tmp_path / 'same'}:latest"
+    v1 = rechunk_packages(f"rootfs:{pair.root1}", dest)
+    v2 = rechunk_packages(f"rootfs:{pair.root2}", dest)  # DEST's tag is the previous build
+    assert v2.previous == dest and not v2.warnings
+    with open_image(dest) as image:
+        record = BuildRecord.from_labels(image.labels).mtime
+    assert record is not None and record.carry == v1.write.manifest_digest
+    # the tag now names v2; v1's manifest is still among the layout's blobs
+    assert verify(f"rootfs:{pair.root2}", dest).identical
