@@ -113,7 +113,7 @@ def carry_forward(
     carried_before = record.mtime.carried if record.mtime is not None else ()
     wanted = carry.layers_to_read(record.plan, groups, carried_before)
     if not wanted:
-        return CarryResult(tree, _relabel(labels, prev.digest, ()), layers_total=total)
+        return CarryResult(tree, labels, layers_total=total)
     try:
         if prev.image_ref is not None and prev.image_ref.transport in REMOTE_TRANSPORTS:
             assert prev.workdir is not None
@@ -148,7 +148,9 @@ def carry_forward(
     log.debug("carried %d entries forward from %s: read %d of %d layers (%d bytes),"
               " hashed %d files, %.1f s", len(result.paths), prev.ref, len(wanted), total,
               read, len(cands), took)
+    # The record names the previous build only when an entry took its mtime.
+    final = _relabel(labels, prev.digest, layers) if result.paths else labels
     return CarryResult(
-        result.tree, _relabel(labels, prev.digest, layers), (), len(result.paths),
+        result.tree, final, (), len(result.paths),
         len(wanted), total, read, len(cands), took,
     )

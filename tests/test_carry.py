@@ -206,6 +206,9 @@ def test_a_mismatched_previous_build_is_one_warning(pair: Pair) -> None:
                              PlanOptions(prev=f"oci:{out}:squashed", carry=False))
     assert [w.digest for w in got.write.layers] == [w.digest for w in plain.write.layers]
     assert verify(f"rootfs:{pair.root2}", f"oci:{out}:after").identical
+    with open_image(f"oci:{out}:after") as image:
+        record = BuildRecord.from_labels(image.labels).mtime
+    assert record is not None and record.carry is None  # nothing carried: nothing named
 
 
 @pytest.mark.slow
