@@ -361,7 +361,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="other strategies to write for real, comma-separated, 'all' or 'none'")
     ap.add_argument("--no-cli", action="store_true",
                     help="skip pkgchunk's CLI runs (floors and the modelled table only)")
+    ap.add_argument("--summary", action="store_true",
+                    help="only print the cross-pair tables from out/realupdate-*.json")
     a = ap.parse_args(argv)
+    if a.summary:
+        print(cross_pair(a.out.resolve(), a.budget or [40, 64]))
+        return 0
     if a.strategies == "all":
         others = list(OTHERS)
     else:
@@ -499,6 +504,65 @@ def summary(doc: dict[str, Any]) -> str:
                 name, name)
             lines.append(f"| {label} | {p['layers']} | {rcols} | {p['ratio']:.3f} | "
                          f"{p['ratio_docker']:.2f} | {c['ratio']:.3f} | {c['ratio_docker']:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def cross_pair(out: Path, budgets: list[int]) -> str:
+    """Every pair side by side, per budget: x floor per strategy, real bytes where written."""
+    docs = [json.loads(f.read_text()) for f in sorted(out.glob("realupdate-*.json"))]
+    docs = [d for d in docs if "pair" in d]
+    names = list(docs[0]["modelled"]["budgets"][str(budgets[0])]) if docs else []
+    names = [n for n in names if n not in ("as-built", "squashed")]
+    lines = []
+    for budget in budgets:
+        b = str(budget)
+        lines += [
+            f"At {budget} layers: x content floor (real bytes, `tar | gzip -6` floor) where "
+            "written for real, else modelled (estimated floor, marked m); Docker: classic "
+            "store, x floor; carry: modelled with unchanged entries keeping their mtime.",
+            "",
+            "| pair | floor MB | metadata floor | " + " | ".join(names)
+            + " | pkgchunk Docker | lowest of all? | carry: pkgchunk | carry: lowest other |",
+            "|---|---|---|" + "---|" * len(names) + "---|---|---|---|",
+        ]
+        for d in docs:
+            floor = d["floor"]["bytes"]
+            mod = d["modelled"]["budgets"].get(b)
+            if mod is None:
+                continue
+            real = d["pkgchunk"].get(b, {})
+            realby = dict(real.get("others", {}))
+            if "pull_bytes" in real:
+                realby["pkgchunk"] = real
+                realby["pkgchunk-fresh"] = real["fresh"]
+            cells, vals = [], {}
+            for n in names:
+                if n in realby:
+                    v = realby[n]["ratio"]
+                    cells.append(f"{v:.2f}")
+                else:
+                    v = mod[n]["policy"]["ratio"]
+                    cells.append(f"{v:.2f} m")
+                vals[n] = v
+            bounded = {n: v for n, v in vals.items() if n != "per-source (unbounded)"}
+            best = min(bounded, key=lambda n: bounded[n])
+            dock = (f"{real['ratio_docker']:.2f}" if "ratio_docker" in real
+                    else f"{mod['pkgchunk']['policy']['ratio_docker']:.2f} m")
+            carry = {n: mod[n]["carry"]["ratio"] for n in bounded}
+            other = min((n for n in carry if not n.startswith("pkgchunk")),
+                        key=lambda n: carry[n])
+            lines.append(
+                f"| {d['pair']} | {floor / MB:.1f} | "
+                f"{d['floor_with_metadata']['bytes'] / floor:.2f} | " + " | ".join(cells)
+                + f" | {dock} | {'yes' if best == 'pkgchunk' else 'no: ' + best} | "
+                f"{carry['pkgchunk']:.2f} m | {carry[other]:.2f} m ({other}) |"
+            )
+        dk = [d["pkgchunk"][b]["ratio_docker"] for d in docs
+              if "ratio_docker" in d["pkgchunk"].get(b, {})]
+        if dk:
+            lines += ["", f"Docker classic store, pkgchunk --prev, mean over {len(dk)} pairs: "
+                      f"{sum(dk) / len(dk):.2f}x"]
         lines.append("")
     return "\n".join(lines)
 
