@@ -425,7 +425,7 @@ def one_pair(pair: str, work: Path, out: Path, budgets: list[int], others: list[
         "pkgchunk": {},
     }
     t = time.time()
-    doc["modelled"] = modelled(old, new, budgets)
+    doc["modelled"] = modelled(old, new, sorted({*budgets, 40, 64}, reverse=True))
     log(f"{pair}: modelled every strategy in {time.time() - t:.0f}s")
     pkgchunk_strategy.start_chain(old)
     results: dict[str, Any] = {}
