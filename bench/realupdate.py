@@ -302,9 +302,11 @@ def machine() -> dict[str, Any]:
         pass
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip()
+    base = subprocess.run(["git", "merge-base", "HEAD", "main"], cwd=REPO,
+                          capture_output=True, text=True).stdout.strip()[:7]
     return {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "cpu": cpu,
             "cpus": os.cpu_count(), "python": platform.python_version(),
-            "kernel": platform.release(), "git": commit}
+            "kernel": platform.release(), "git": commit, "main": base}
 
 
 def one_budget(
@@ -514,7 +516,22 @@ def cross_pair(out: Path, budgets: list[int]) -> str:
     docs = [d for d in docs if "pair" in d]
     names = list(docs[0]["modelled"]["budgets"][str(budgets[0])]) if docs else []
     names = [n for n in names if n not in ("as-built", "squashed")]
-    lines = []
+    lines = [
+        "| pair | main at | packages | paths | upgraded | source packages changed | kernel ABI "
+        "bump | floor MB | with metadata | as built pulled |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for d in docs:
+        u, fl = d["update"], d["floor"]["bytes"]
+        lines.append(
+            f"| {d['pair']} | {d['machine'].get('main', '?')} | "
+            f"{u['old_packages']} -> {u['new_packages']}"
+            f" | {u['files']} | {u['upgraded']} (+{u['added']} -{u['removed']}) | "
+            f"{len(u['changed_source_packages'])} | {'yes' if u['kernel_abi_changed'] else 'no'}"
+            f" | {fl / MB:.1f} | {d['floor_with_metadata']['bytes'] / MB:.1f} MB "
+            f"({d['floor_with_metadata']['bytes'] / fl:.2f}x) | "
+            f"{d['as_built']['pull_bytes'] / MB:.1f} MB ({d['as_built']['ratio']:.2f}x) |")
+    lines.append("")
     for budget in budgets:
         b = str(budget)
         lines += [
@@ -540,10 +557,10 @@ def cross_pair(out: Path, budgets: list[int]) -> str:
             for n in names:
                 if n in realby:
                     v = realby[n]["ratio"]
-                    cells.append(f"{v:.2f}")
+                    cells.append(f"{v:.3f}")
                 else:
                     v = mod[n]["policy"]["ratio"]
-                    cells.append(f"{v:.2f} m")
+                    cells.append(f"{v:.3f} m")
                 vals[n] = v
             bounded = {n: v for n, v in vals.items() if n != "per-source (unbounded)"}
             best = min(bounded, key=lambda n: bounded[n])
