@@ -9,6 +9,7 @@ medium partitions in ascending change frequency and the empty bin kept for new p
 
 from __future__ import annotations
 
+import importlib
 import math
 import random
 import sys
@@ -18,7 +19,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-import strategies as st
+#: bench/ is scripts, not a typed package: imported by name (mypy sees a plain module)
+st = importlib.import_module("strategies")
 
 
 def _items(n: int, seed: int) -> list[tuple[str, int, float]]:
