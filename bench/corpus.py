@@ -1,12 +1,19 @@
 #!/usr/bin/env python3
-"""Build the real Debian 12 benchmark corpus: one Containerfile-like build at two archive states.
+"""Build the real Debian benchmark corpus: Containerfile-like builds at two archive states.
 
-    python3 bench/corpus.py --out bench/work
+    python3 bench/corpus.py --out bench/work                       # the original pair
+    python3 bench/corpus.py --out bench/work --pair bookworm-desktop
+    python3 bench/corpus.py --out bench/work --pair all
 
-Each state is built like ``FROM debian:bookworm`` + ``RUN apt-get install ...``: layer 1 is an
-``mmdebstrap --variant=apt`` base, layer 2 is what ``apt-get install`` of a server-like package set
-changed on top of it (with whiteouts). "old" uses the ``bookworm`` suite only; "new" adds
-``bookworm-updates`` and ``bookworm-security``, so old -> new is a real security update.
+A *pair* is one package set on one Debian release (``PAIRS``). The original pair,
+``bookworm-vm``, lives in ``--out`` itself (as before pairs existed); every other pair in
+``--out/pairs/NAME`` (``pair_dir``), with the same file names inside.
+
+Each state is built like ``FROM debian:RELEASE`` + ``RUN apt-get install ...``: layer 1 is an
+``mmdebstrap --variant=apt`` base, layer 2 is what ``apt-get install`` of the pair's package set
+changed on top of it (with whiteouts). "old" uses the ``RELEASE`` suite only (its last point
+release); "new" adds ``RELEASE-updates`` and ``RELEASE-security``, so old -> new is a real
+stable update.
 Outputs (all idempotent, skipped when present):
 
     debian-{old,new}.base/     layer-1 tree           debian-{old,new}.rootfs/  final tree
@@ -27,6 +34,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,13 +45,16 @@ MIRROR = "http://deb.debian.org/debian"
 SECURITY = "http://deb.debian.org/debian-security"
 COMPONENTS = "main non-free-firmware"
 
-SUITES = {
-    "old": [(MIRROR, "bookworm")],
-    "new": [(MIRROR, "bookworm"), (MIRROR, "bookworm-updates"), (SECURITY, "bookworm-security")],
-}
+
+def suites(release: str, state: str) -> list[tuple[str, str]]:
+    """The archive suites of a state: the point release, or it + -updates + -security."""
+    if state == "old":
+        return [(MIRROR, release)]
+    return [(MIRROR, release), (MIRROR, f"{release}-updates"), (SECURITY, f"{release}-security")]
+
 
 #: A realistic bare-metal/VM server image: kernel + firmware/microcode, systemd, ssh, admin tools.
-PACKAGES = [
+VM_PACKAGES = [
     "linux-image-amd64", "initramfs-tools", "firmware-linux-free", "intel-microcode",
     "amd64-microcode", "systemd", "systemd-sysv", "systemd-timesyncd", "dbus", "udev",
     "libpam-systemd", "apparmor", "kmod", "openssh-server", "openssh-client", "sudo", "cron",
@@ -57,6 +68,61 @@ PACKAGES = [
     "zram-tools",
 ]
 
+#: A containerised application server, as most server images on a registry are: no kernel (the
+#: host's is used), one web server/reverse proxy, one relational database, one cache, the two
+#: most common server language runtimes (Python, Java) with the libraries applications load,
+#: TLS, and the debugging/admin tools such images carry. Chosen as "what a typical service image
+#: installs", not from any update's contents.
+SERVER_PACKAGES = [
+    "nginx", "postgresql", "redis-server", "python3", "python3-venv", "python3-pip",
+    "python3-psycopg2", "python3-yaml", "python3-requests", "openjdk-17-jre-headless",
+    "ca-certificates", "curl", "wget", "openssl", "gnupg", "tzdata", "locales", "procps",
+    "iproute2", "iputils-ping", "netcat-openbsd", "less", "vim-tiny", "jq", "git", "rsync",
+    "supervisor", "cron", "logrotate", "tini", "gosu", "unzip", "xz-utils", "zstd", "sqlite3",
+]
+
+#: A typical lightweight GUI desktop (the core of Debian's Xfce task): X server, display manager,
+#: desktop environment, web browser, PDF/image viewers, media player, archive manager, network
+#: manager applet, PipeWire audio, fonts and icon themes. No kernel, to keep the image moderate
+#: on a 2-core machine (``bookworm-vm`` and ``trixie-vm`` carry kernels); no office suite.
+DESKTOP_PACKAGES = [
+    "xorg", "xfce4", "xfce4-terminal", "lightdm", "lightdm-gtk-greeter", "firefox-esr",
+    "network-manager-gnome", "pipewire-pulse", "wireplumber", "pavucontrol", "evince",
+    "ristretto", "mousepad", "mpv", "file-roller", "thunar-archive-plugin", "gvfs", "udisks2",
+    "fonts-dejavu", "fonts-liberation2", "adwaita-icon-theme", "dbus-x11", "xdg-utils", "sudo",
+    "locales",
+]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One package set on one release, built at two archive states."""
+
+    name: str
+    release: str
+    packages: tuple[str, ...]
+
+
+DEFAULT_PAIR = "bookworm-vm"
+
+PAIRS = {
+    p.name: p
+    for p in (
+        Pair("bookworm-vm", "bookworm", tuple(VM_PACKAGES)),
+        Pair("bookworm-server", "bookworm", tuple(SERVER_PACKAGES)),
+        Pair("bookworm-desktop", "bookworm", tuple(DESKTOP_PACKAGES)),
+        Pair("trixie-vm", "trixie", tuple(VM_PACKAGES)),
+    )
+}
+
+#: Kept for callers of the original single-pair corpus.
+PACKAGES = VM_PACKAGES
+
+
+def pair_dir(work: Path, name: str) -> Path:
+    """Where a pair's trees and images live: the original pair keeps ``work`` itself."""
+    return work if name == DEFAULT_PAIR else work / "pairs" / name
+
 #: Device nodes a chroot'ed apt/dpkg needs (on a private tmpfs, never the host's /dev).
 DEVICES = [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
            ("urandom", 1, 9), ("tty", 5, 0)]
@@ -69,8 +135,8 @@ def log(msg: str) -> None:
     print(f"[corpus {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def sources(state: str) -> str:
-    return "".join(f"deb {m} {s} {COMPONENTS}\n" for m, s in SUITES[state])
+def sources(pair: Pair, state: str) -> str:
+    return "".join(f"deb {m} {s} {COMPONENTS}\n" for m, s in suites(pair.release, state))
 
 
 def suite_date(mirror: str, suite: str) -> int:
@@ -88,7 +154,7 @@ def run(cmd: list[str], **kw: object) -> None:
     subprocess.run(cmd, check=True, **kw)  # type: ignore[call-overload]
 
 
-def build_base(state: str, base: Path, sde: int) -> None:
+def build_base(pair: Pair, state: str, base: Path, sde: int) -> None:
     tmp = base.with_name(base.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     env = dict(os.environ, SOURCE_DATE_EPOCH=str(sde))
@@ -98,7 +164,7 @@ def build_base(state: str, base: Path, sde: int) -> None:
             f"--components={COMPONENTS.replace(' ', ',')}",
             # host-specific files would make the two states differ for no package reason
             "--customize-hook=rm -f \"$1\"/etc/resolv.conf \"$1\"/etc/hostname",
-            "bookworm", str(tmp), sources(state),
+            pair.release, str(tmp), sources(pair, state),
         ],
         env=env,
     )
@@ -126,7 +192,7 @@ def _mounts_below(root: Path) -> list[str]:
     return sorted(out, reverse=True)
 
 
-def install_layer(state: str, base: Path, rootfs: Path, sde: int) -> None:
+def install_layer(pair: Pair, base: Path, rootfs: Path, sde: int) -> None:
     """``RUN apt-get update && apt-get install ... && rm -rf /var/lib/apt/lists/*`` in a copy."""
     tmp = rootfs.with_name(rootfs.name + ".tmp")
     if tmp.exists():
@@ -166,7 +232,8 @@ def install_layer(state: str, base: Path, rootfs: Path, sde: int) -> None:
         mounted.append(str(dev / "pts"))
         run(["chroot", str(tmp), "apt-get", "update"], env=env)
         run(
-            ["chroot", str(tmp), "apt-get", "install", "-y", "--no-install-recommends", *PACKAGES],
+            ["chroot", str(tmp), "apt-get", "install", "-y", "--no-install-recommends",
+             *pair.packages],
             env=env,
         )
         run(["chroot", str(tmp), "apt-get", "clean"], env=env)
@@ -183,7 +250,9 @@ def install_layer(state: str, base: Path, rootfs: Path, sde: int) -> None:
     tmp.rename(rootfs)
 
 
-def write_image(state: str, base: Path, rootfs: Path, out: Path, sde: int) -> None:
+def write_image(
+    pair: Pair, state: str, base: Path, rootfs: Path, out: Path, sde: int
+) -> None:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     blobs = tmp / "blobs" / "sha256"
@@ -198,9 +267,10 @@ def write_image(state: str, base: Path, rootfs: Path, out: Path, sde: int) -> No
         f"{len(deleted)} whiteouts in {time.time() - t0:.0f}s"
     )
     history = [
-        f"mmdebstrap --variant=apt bookworm  # {', '.join(s for _, s in SUITES[state])}",
+        f"mmdebstrap --variant=apt {pair.release}  # "
+        + ", ".join(s for _, s in suites(pair.release, state)),
         "RUN apt-get update && apt-get install -y --no-install-recommends "
-        + " ".join(PACKAGES) + " && apt-get clean && rm -rf /var/lib/apt/lists/*",
+        + " ".join(pair.packages) + " && apt-get clean && rm -rf /var/lib/apt/lists/*",
     ]
     ocitar.write_oci_layout(tmp, [l1, l2], sde, history)
     (tmp / "bench-layers.json").write_text(
@@ -258,40 +328,44 @@ def write_update(work: Path) -> None:
     )
 
 
-def build_state(state: str, work: Path) -> None:
+def build_state(pair: Pair, state: str, work: Path) -> None:
     base = work / f"debian-{state}.base"
     rootfs = work / f"debian-{state}.rootfs"
     image = work / f"debian-{state}"
     sde_file = work / f"debian-{state}.sde"
     if not sde_file.exists():
-        sde = max(suite_date(m, s) for m, s in SUITES[state])
+        sde = max(suite_date(m, s) for m, s in suites(pair.release, state))
         sde_file.write_text(f"{sde}\n")
     sde = int(sde_file.read_text())
     if not base.exists():
         t0 = time.time()
-        build_base(state, base, sde)
+        build_base(pair, state, base, sde)
         log(f"{state}: base in {time.time() - t0:.0f}s")
     if not rootfs.exists():
         t0 = time.time()
-        install_layer(state, base, rootfs, sde)
+        install_layer(pair, base, rootfs, sde)
         log(f"{state}: install in {time.time() - t0:.0f}s")
     if not (image / "index.json").exists():
-        write_image(state, base, rootfs, image, sde)
+        write_image(pair, state, base, rootfs, image, sde)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "work")
     ap.add_argument("--state", choices=["old", "new"], action="append")
+    ap.add_argument("--pair", default=DEFAULT_PAIR, choices=[*PAIRS, "all"],
+                    help=f"which package set and release (default {DEFAULT_PAIR})")
     a = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("corpus.py: needs root (mmdebstrap --mode=root, chroot, mount)", file=sys.stderr)
         return 2
-    a.out.mkdir(parents=True, exist_ok=True)
-    for state in a.state or ["old", "new"]:
-        build_state(state, a.out)
-    if (a.out / "debian-old.rootfs").exists() and (a.out / "debian-new.rootfs").exists():
-        write_update(a.out)
+    for name in PAIRS if a.pair == "all" else [a.pair]:
+        work = pair_dir(a.out, name)
+        work.mkdir(parents=True, exist_ok=True)
+        for state in a.state or ["old", "new"]:
+            build_state(PAIRS[name], state, work)
+        if (work / "debian-old.rootfs").exists() and (work / "debian-new.rootfs").exists():
+            write_update(work)
     return 0
 
 

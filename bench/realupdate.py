@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
-"""The real Debian update end to end with the real CLI: what a client pulls, in real bytes.
+"""Real Debian updates end to end with the real CLI: what a client pulls, in real bytes.
 
-    python3 bench/realupdate.py            # ~6 min on 2 cores; writes bench/out/realupdate.json
+    python3 bench/realupdate.py --pair bookworm-vm     # one pair (bench/corpus.py PAIRS)
+    python3 bench/realupdate.py --pair all             # every pair, each reported separately
 
+Writes ``bench/out/realupdate-PAIR.json`` per pair and prints one table per pair and budget.
 For each layer budget (64 and 40), exactly what a user runs::
 
-    pkgchunk rechunk oci:bench/work/debian-old:latest oci:OUT:old --max-layers N
-    pkgchunk rechunk oci:bench/work/debian-new:latest oci:OUT:new --max-layers N --prev oci:OUT:old
-    pkgchunk rechunk oci:bench/work/debian-new:latest oci:OUT:fresh --max-layers N --fresh
+    pkgchunk rechunk oci:WORK/debian-old:latest oci:OUT:old --max-layers N
+    pkgchunk rechunk oci:WORK/debian-new:latest oci:OUT:new --max-layers N --prev oci:OUT:old
+    pkgchunk rechunk oci:WORK/debian-new:latest oci:OUT:fresh --max-layers N --fresh
     pkgchunk diff oci:OUT:old oci:OUT:new --json        # pull_bytes: real compressed blob bytes
-    pkgchunk verify oci:bench/work/debian-old:latest oci:OUT:old   # and new: must be identical
+    pkgchunk verify oci:WORK/debian-old:latest oci:OUT:old   # and new: must be identical
 
-(``--fresh`` plans the new build without the previous layout: pkgchunk without ``--prev``.)
-Measured in the same run:
+(WORK is the pair's corpus directory, ``corpus.pair_dir``; ``--fresh`` plans the new build
+without the previous layout: pkgchunk without ``--prev``.) Measured in the same run:
 
 * ``floor``: ``tar`` (GNU tar, sorted, no parents) of only the files whose content changed or
   that are new between ``debian-old.rootfs`` and ``debian-new.rootfs`` (regular files by
@@ -24,10 +26,16 @@ Measured in the same run:
 * ``as built``: the corpus images' own layers, pull = the new image's blobs the old lacks;
 * per pulled layer of pkgchunk's output: its blob bytes, and how many of its files changed
   (content) or only their metadata, with the harness's per-file gzip estimates for the split;
-* every other bounded strategy of ``bench/strategies.py`` written for real at the same budget
-  (``--strategies``; ``none`` skips them): its plans for both builds written by pkgchunk's
-  writer from the same trees (pkgchunk's mtime policy, parent directories in every layer,
-  gzip -6), the pull measured by ``pkgchunk.diff``: only the layering differs from pkgchunk's.
+* ``modelled``: every strategy of ``bench/strategies.py`` (pkgchunk's planner included, as
+  ``run.py`` scores it) on this pair in the scoring model (per-file gzip estimates, no writing;
+  seconds): pulled and Docker-prefix bytes against the estimated floor, under pkgchunk's mtime
+  policy and under the same policy with unchanged entries carrying the previous build's mtime
+  (``carry``: an entry whose type, mode, owner ids, size and content equal the old build's keeps
+  its old tar header; the policy issue 11 asks of the product, applied to every strategy);
+* the bounded strategies named by ``--strategies`` written for real at the same budget: their
+  plans for both builds written by pkgchunk's writer from the same trees (pkgchunk's mtime
+  policy, parent directories in every layer, gzip -6), the pull measured by ``pkgchunk.diff``:
+  only the layering differs from pkgchunk's. About 2 min per strategy and budget on the VM pair.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import corpus  # noqa: E402
 import model  # noqa: E402
 import pkgchunk_strategy  # noqa: E402
 import score  # noqa: E402
@@ -61,8 +70,11 @@ from pkgchunk.plan.record import MTIME_LABEL, MtimeRecord  # noqa: E402
 from pkgchunk.previous import open_previous  # noqa: E402
 from pkgchunk.tree import encode_path  # noqa: E402
 
-#: Strategies written for real by default: every bounded one (pkgchunk runs through its CLI).
+#: Every bounded strategy but pkgchunk's (which runs through its CLI).
 OTHERS = ("apko-origin", "chunkah", "ostree-ext", "ostree-ext-fresh", "nix-popularity")
+#: Written for real by default: the two closest to pkgchunk on earlier runs (time: ~2 min each
+#: per budget); ``--strategies all`` writes every one. Every strategy is always modelled.
+DEFAULT_REAL = ("apko-origin", "chunkah")
 
 MB = 1e6
 
@@ -238,6 +250,44 @@ def other_strategy(
             "seconds": round(time.time() - t, 1)}
 
 
+# ---------------------------------------------------------------- every strategy, modelled
+
+
+def carried(old: model.Build, new: model.Build, ho: dict[str, bytes],
+            hn: dict[str, bytes]) -> dict[str, bytes]:
+    """New entry hashes when an entry equal to the old one but for its mtime keeps the old one."""
+    out = dict(hn)
+    for p, r in new.files.items():
+        o = old.files.get(p)
+        if o is not None and (o.kind, o.mode, o.uid, o.gid, o.size, o.digest) == (
+            r.kind, r.mode, r.uid, r.gid, r.size, r.digest
+        ):
+            out[p] = ho[p]
+    return out
+
+
+def modelled(old: model.Build, new: model.Build, budgets: list[int]) -> dict[str, Any]:
+    """Every strategy scored on old -> new: {budget: {strategy: {policy: cost}}}, floor."""
+    mode = pkgchunk_strategy.POLICY_MODE
+    ho, hn = score.entry_hashes(old, mode), score.entry_hashes(new, mode)
+    hc = carried(old, new, ho, hn)
+    floor = score.floor_bytes(old, new)
+    res: dict[str, Any] = {"floor_estimate": floor, "budgets": {}}
+    for budget in budgets:
+        by: dict[str, Any] = {}
+        for name, strat in STRATEGIES.items():
+            po, pn = score.plan_chain(strat, [old, new], budget)
+            lo = score.layers_of(old, po, ho, True)
+            cost = {}
+            for pol, h in (("policy", hn), ("carry", hc)):
+                c = score.update_cost(lo, score.layers_of(new, pn, h, True), floor)
+                cost[pol] = {k: c[k] for k in ("layers", "total", "pulled", "pulled_docker",
+                                               "ratio", "ratio_docker")}
+            by[name] = cost
+        res["budgets"][str(budget)] = by
+    return res
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -252,15 +302,18 @@ def machine() -> dict[str, Any]:
         pass
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip()
+    base = subprocess.run(["git", "merge-base", "HEAD", "main"], cwd=REPO,
+                          capture_output=True, text=True).stdout.strip()[:7]
     return {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "cpu": cpu,
             "cpus": os.cpu_count(), "python": platform.python_version(),
-            "kernel": platform.release(), "git": commit}
+            "kernel": platform.release(), "git": commit, "main": base}
 
 
 def one_budget(
     budget: int, work: Path, out: Path, old: model.Build, new: model.Build,
     changed: set[str], meta: set[str],
 ) -> dict[str, Any]:
+    """pkgchunk through its CLI at one budget: rechunk old, --prev, --fresh; diff; verify."""
     layout = out / f"pkgchunk-{budget}"
     shutil.rmtree(layout, ignore_errors=True)
     ref = f"oci:{layout}"
@@ -300,22 +353,49 @@ def one_budget(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--work", type=Path, default=HERE / "work")
     ap.add_argument("--out", type=Path, default=HERE / "out")
+    ap.add_argument("--pair", default=corpus.DEFAULT_PAIR, choices=[*corpus.PAIRS, "all"],
+                    help=f"which corpus pair (default {corpus.DEFAULT_PAIR}), or all")
     ap.add_argument("--budget", type=int, action="append", help="layer budgets (64 and 40)")
-    ap.add_argument("--strategies", default=",".join(OTHERS),
-                    help="other strategies to write for real, comma-separated, or 'none'")
+    ap.add_argument("--strategies", default=",".join(DEFAULT_REAL),
+                    help="other strategies to write for real, comma-separated, 'all' or 'none'")
+    ap.add_argument("--no-cli", action="store_true",
+                    help="skip pkgchunk's CLI runs (floors and the modelled table only)")
+    ap.add_argument("--summary", action="store_true",
+                    help="only print the cross-pair tables from out/realupdate-*.json")
     a = ap.parse_args(argv)
-    others = [] if a.strategies == "none" else [n for n in a.strategies.split(",") if n]
+    if a.summary:
+        print(cross_pair(a.out.resolve(), a.budget or [40, 64]))
+        return 0
+    if a.strategies == "all":
+        others = list(OTHERS)
+    else:
+        others = [] if a.strategies == "none" else [n for n in a.strategies.split(",") if n]
     for name in others:
         if name not in STRATEGIES:
             ap.error(f"--strategies: unknown {name!r} (known: {', '.join(STRATEGIES)})")
-    work, out = a.work.resolve(), a.out.resolve()
-    scratch = out / "realupdate"
+    pairs = list(corpus.PAIRS) if a.pair == "all" else [a.pair]
+    rc = 0
+    for pair in pairs:
+        work = corpus.pair_dir(a.work.resolve(), pair)
+        if not (work / "debian-new" / "index.json").exists():
+            log(f"{pair}: no corpus in {work}: run bench/corpus.py --pair {pair} (root)")
+            rc = 2
+            continue
+        rc = max(rc, one_pair(pair, work, a.out.resolve(), a.budget or [64, 40], others,
+                              not a.no_cli))
+    return rc
+
+
+def one_pair(pair: str, work: Path, out: Path, budgets: list[int], others: list[str],
+             with_cli: bool) -> int:
+    scratch = out / "realupdate" / pair
     scratch.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     old, new = model.load_real(work)
+    pkgchunk_strategy.forget([old, new])
     pkgchunk_strategy.register_root(old, work / "debian-old.rootfs")
     pkgchunk_strategy.register_root(new, work / "debian-new.rootfs")
     pkgchunk_strategy.start_chain(old)  # new keeps old's directory limit, as with --prev
@@ -324,11 +404,21 @@ def main(argv: list[str] | None = None) -> int:
     root = work / "debian-new.rootfs"
     floor = tar_gzip_bytes(root, changed, scratch)
     floor_meta = tar_gzip_bytes(root, meta, scratch)
-    log(f"floor {floor / MB:.1f} MB ({len(changed)} files); with metadata "
+    log(f"{pair}: floor {floor / MB:.1f} MB ({len(changed)} files); with metadata "
         f"{floor_meta / MB:.1f} MB ({len(meta)} entries)")
     built = as_built(work)
+    update = json.loads((work / "update.json").read_text())
     doc: dict[str, Any] = {
+        "pair": pair,
         "machine": machine(),
+        "update": {
+            "old_packages": update["old_packages"], "new_packages": update["new_packages"],
+            "upgraded": len(update["upgraded"]), "added": len(update["added"]),
+            "removed": len(update["removed"]),
+            "changed_source_packages": update["changed_source_packages"],
+            "kernel_abi_changed": update["kernel_abi_changed"],
+            "files": len(new.files),
+        },
         "floor": {"bytes": floor, "files": len(changed),
                   "estimate_bytes": sum(new.files[p].csize for p in changed),
                   "definition": "tar of the new/content-changed paths | gzip -6"},
@@ -336,56 +426,161 @@ def main(argv: list[str] | None = None) -> int:
         "as_built": {**built, "ratio": built["pull_bytes"] / floor},
         "pkgchunk": {},
     }
+    t = time.time()
+    doc["modelled"] = modelled(old, new, sorted({*budgets, 40, 64}, reverse=True))
+    log(f"{pair}: modelled every strategy in {time.time() - t:.0f}s")
+    pkgchunk_strategy.start_chain(old)
     results: dict[str, Any] = {}
-    for budget in a.budget or [64, 40]:
-        r = one_budget(budget, work, scratch, old, new, set(changed), set(meta) - set(changed))
-        r["ratio"] = int(r["pull_bytes"]) / floor
-        fr = r["fresh"]
-        assert isinstance(fr, dict)
-        fr["ratio"] = fr["pull_bytes"] / floor
+    for budget in budgets:
+        r: dict[str, Any] = {}
+        if with_cli:
+            r = one_budget(budget, work, scratch, old, new, set(changed), set(meta) - set(changed))
+            r["ratio"] = int(r["pull_bytes"]) / floor
+            r["ratio_docker"] = int(r["docker_prefix_pull_bytes"]) / floor
+            fr = r["fresh"]
+            fr["ratio"] = fr["pull_bytes"] / floor
+            fr["ratio_docker"] = fr["docker_prefix_pull_bytes"] / floor
+            log(f"{pair} {budget} layers: pull {int(r['pull_bytes']) / MB:.1f} MB = "
+                f"{r['ratio']:.3f}x floor; fresh {fr['pull_bytes'] / MB:.1f} MB = "
+                f"{fr['ratio']:.3f}x; verify {[v['exit'] for v in r['verify'].values()]}")
         by: dict[str, Any] = {}
         for name in others:
-            log(f"{budget}: {name}: writing both builds")
+            log(f"{pair} {budget}: {name}: writing both builds")
             o = other_strategy(name, budget, old, new, scratch)
             o["ratio"] = o["pull_bytes"] / floor
-            log(f"{budget}: {name}: pull {o['pull_bytes'] / MB:.1f} MB = {o['ratio']:.3f}x")
+            o["ratio_docker"] = o["docker_prefix_pull_bytes"] / floor
+            log(f"{pair} {budget}: {name}: pull {o['pull_bytes'] / MB:.1f} MB = "
+                f"{o['ratio']:.3f}x")
             by[name] = o
         r["others"] = by
         results[str(budget)] = r
-        log(f"{budget} layers: pull {int(r['pull_bytes']) / MB:.1f} MB = {r['ratio']:.3f}x floor;"
-            f" fresh {fr['pull_bytes'] / MB:.1f} MB = {fr['ratio']:.3f}x;"
-            f" verify {[v['exit'] for v in r['verify'].values()]}")
     doc["pkgchunk"] = results
     doc["seconds"] = round(time.time() - t0, 1)
-    (out / "realupdate.json").write_text(json.dumps(doc, indent=1) + "\n")
-    print(summary(doc))
-    ok = all(v["exit"] == 0 for r in results.values()
-             for v in r["verify"].values())
+    (out / f"realupdate-{pair}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    print(summary(doc), flush=True)
+    ok = all(v["exit"] == 0 for r in results.values() for v in r.get("verify", {}).values())
     return 0 if ok else 1
 
 
 def summary(doc: dict[str, Any]) -> str:
+    """One markdown table per budget: real bytes where written, the model for every strategy."""
     floor = doc["floor"]["bytes"]
+    u = doc["update"]
     ab = doc["as_built"]
+    mod = doc["modelled"]
+    est = mod["floor_estimate"]
     lines = [
-        f"floor: {floor / MB:.1f} MB; with metadata under pkgchunk's policy: "
-        f"{doc['floor_with_metadata']['bytes'] / MB:.1f} MB",
-        "| strategy | layers | pulled MB | x floor | Docker prefix MB |",
-        "|---|---|---|---|---|",
-        f"| as built | {ab['layers']} | {ab['pull_bytes'] / MB:.1f} | {ab['ratio']:.2f} | "
-        f"{ab['pull_bytes'] / MB:.1f} |",
+        f"### {doc['pair']} (git {doc['machine']['git']})",
+        "",
+        f"{u['new_packages']} packages, {u['files']} paths; {u['upgraded']} upgraded, "
+        f"{u['added']} added, {u['removed']} removed, "
+        f"{len(u['changed_source_packages'])} source packages changed; kernel ABI changed: "
+        f"{u['kernel_abi_changed']}. Floor (tar | gzip -6 of content-changed/new files): "
+        f"{floor / MB:.1f} MB (estimate {est / MB:.1f} MB); with metadata under pkgchunk's "
+        f"policy: {doc['floor_with_metadata']['bytes'] / MB:.1f} MB "
+        f"({doc['floor_with_metadata']['bytes'] / floor:.2f}x). As built ({ab['layers']} layers):"
+        f" {ab['pull_bytes'] / MB:.1f} MB pulled ({ab['ratio']:.2f}x).",
+        "",
     ]
-    for budget, r in doc["pkgchunk"].items():
-        lines.append(f"| pkgchunk --max-layers {budget} --prev | {r['layers']} | "
-                     f"{r['pull_bytes'] / MB:.1f} | {r['ratio']:.3f} | "
-                     f"{r['docker_prefix_pull_bytes'] / MB:.1f} |")
-        f = r["fresh"]
-        lines.append(f"| pkgchunk --max-layers {budget} --fresh | {r['layers']} | "
-                     f"{f['pull_bytes'] / MB:.1f} | {f['ratio']:.3f} | "
-                     f"{f['docker_prefix_pull_bytes'] / MB:.1f} |")
-        for name, o in r.get("others", {}).items():
-            lines.append(f"| {name} ({budget}) | {o['layers']} | {o['pull_bytes'] / MB:.1f} | "
-                         f"{o['ratio']:.3f} | {o['docker_prefix_pull_bytes'] / MB:.1f} |")
+    for budget, by in mod["budgets"].items():
+        real = doc["pkgchunk"].get(budget, {})
+        lines += [
+            f"At {budget} layers. real: written and pulled for real (x the real floor); "
+            "modelled: the scoring model (x the estimated floor); carry: modelled with unchanged "
+            "entries keeping their previous mtime.",
+            "",
+            "| strategy | layers | real MB | real x floor | real Docker x | modelled x | "
+            "modelled Docker x | carry x | carry Docker x |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        realby: dict[str, Any] = dict(real.get("others", {}))
+        if "pull_bytes" in real:
+            realby["pkgchunk"] = real
+            realby["pkgchunk-fresh"] = {**real["fresh"], "layers": real["layers"]}
+        for name, m in by.items():
+            p, c = m["policy"], m["carry"]
+            r = realby.get(name)
+            rcols = (f"{r['pull_bytes'] / MB:.1f} | {r['ratio']:.3f} | {r['ratio_docker']:.2f}"
+                     if r else "– | – | –")
+            label = {"pkgchunk": "pkgchunk --prev", "pkgchunk-fresh": "pkgchunk --fresh"}.get(
+                name, name)
+            lines.append(f"| {label} | {p['layers']} | {rcols} | {p['ratio']:.3f} | "
+                         f"{p['ratio_docker']:.2f} | {c['ratio']:.3f} | {c['ratio_docker']:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def cross_pair(out: Path, budgets: list[int]) -> str:
+    """Every pair side by side, per budget: x floor per strategy, real bytes where written."""
+    docs = [json.loads(f.read_text()) for f in sorted(out.glob("realupdate-*.json"))]
+    docs = [d for d in docs if "pair" in d]
+    names = list(docs[0]["modelled"]["budgets"][str(budgets[0])]) if docs else []
+    names = [n for n in names if n not in ("as-built", "squashed")]
+    lines = [
+        "| pair | main at | packages | paths | upgraded | source packages changed | kernel ABI "
+        "bump | floor MB | with metadata | as built pulled |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for d in docs:
+        u, fl = d["update"], d["floor"]["bytes"]
+        lines.append(
+            f"| {d['pair']} | {d['machine'].get('main', '?')} | "
+            f"{u['old_packages']} -> {u['new_packages']}"
+            f" | {u['files']} | {u['upgraded']} (+{u['added']} -{u['removed']}) | "
+            f"{len(u['changed_source_packages'])} | {'yes' if u['kernel_abi_changed'] else 'no'}"
+            f" | {fl / MB:.1f} | {d['floor_with_metadata']['bytes'] / MB:.1f} MB "
+            f"({d['floor_with_metadata']['bytes'] / fl:.2f}x) | "
+            f"{d['as_built']['pull_bytes'] / MB:.1f} MB ({d['as_built']['ratio']:.2f}x) |")
+    lines.append("")
+    for budget in budgets:
+        b = str(budget)
+        lines += [
+            f"At {budget} layers: x content floor (real bytes, `tar | gzip -6` floor) where "
+            "written for real, else modelled (estimated floor, marked m); Docker: classic "
+            "store, x floor; carry: modelled with unchanged entries keeping their mtime.",
+            "",
+            "| pair | floor MB | metadata floor | " + " | ".join(names)
+            + " | pkgchunk Docker | lowest of all? | carry: pkgchunk | carry: lowest other |",
+            "|---|---|---|" + "---|" * len(names) + "---|---|---|---|",
+        ]
+        for d in docs:
+            floor = d["floor"]["bytes"]
+            mod = d["modelled"]["budgets"].get(b)
+            if mod is None:
+                continue
+            real = d["pkgchunk"].get(b, {})
+            realby = dict(real.get("others", {}))
+            if "pull_bytes" in real:
+                realby["pkgchunk"] = real
+                realby["pkgchunk-fresh"] = real["fresh"]
+            cells, vals = [], {}
+            for n in names:
+                if n in realby:
+                    v = realby[n]["ratio"]
+                    cells.append(f"{v:.3f}")
+                else:
+                    v = mod[n]["policy"]["ratio"]
+                    cells.append(f"{v:.3f} m")
+                vals[n] = v
+            bounded = {n: v for n, v in vals.items() if n != "per-source (unbounded)"}
+            best = min(bounded, key=lambda n: bounded[n])
+            dock = (f"{real['ratio_docker']:.2f}" if "ratio_docker" in real
+                    else f"{mod['pkgchunk']['policy']['ratio_docker']:.2f} m")
+            carry = {n: mod[n]["carry"]["ratio"] for n in bounded}
+            other = min((n for n in carry if not n.startswith("pkgchunk")),
+                        key=lambda n: carry[n])
+            lines.append(
+                f"| {d['pair']} | {floor / MB:.1f} | "
+                f"{d['floor_with_metadata']['bytes'] / floor:.2f} | " + " | ".join(cells)
+                + f" | {dock} | {'yes' if best == 'pkgchunk' else 'no: ' + best} | "
+                f"{carry['pkgchunk']:.2f} m | {carry[other]:.2f} m ({other}) |"
+            )
+        dk = [d["pkgchunk"][b]["ratio_docker"] for d in docs
+              if "ratio_docker" in d["pkgchunk"].get(b, {})]
+        if dk:
+            lines += ["", f"Docker classic store, pkgchunk --prev, mean over {len(dk)} pairs: "
+                      f"{sum(dk) / len(dk):.2f}x"]
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Layering strategies the benchmark scores, re-implemented from their published descriptions.
+"""Layering strategies the benchmark scores: re-implemented from descriptions, or ported from code.
 
 THE INTERFACE (how to add a strategy, e.g. pkgchunk's planner):
 
@@ -19,9 +19,10 @@ THE INTERFACE (how to add a strategy, e.g. pkgchunk's planner):
   path of ``build.files`` must appear in exactly one layer (``check_plan`` enforces it); empty
   layers are dropped by the scorer. Order matters for Docker's classic store (prefix reuse).
 
-Strategies here (see /work/shared/docs/prior-art.md for the descriptions they follow):
-as-built, squashed, per-source (unbounded reference), apko-origin, nix-popularity,
-ostree-ext (basic_packing with the previous build's plan), ostree-ext-fresh (no prior), chunkah.
+Strategies here: as-built, squashed, per-source (unbounded reference), apko-origin and
+nix-popularity (re-implemented from /work/shared/docs/prior-art.md), ostree-ext (basic_packing
+with the previous build's plan), ostree-ext-fresh (no prior) and chunkah: these three are ports
+of the real code, at the commits cited in their sections below.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
-from model import Build, changelog_days, changelog_freq
+from model import Build, changelog_freq
 
 Plan = list[list[str]]
 Prev = tuple[Build, Plan]
@@ -217,8 +218,21 @@ def nix_popularity(build: Build, budget: int, prev: Prev | None) -> Plan:
 
 
 # ---------------------------------------------------------------- ostree-ext basic_packing
+#
+# Ported (algorithm, not text) from ostreedev/ostree-rs-ext lib/src/chunking.rs and
+# lib/src/statistics.rs at commit b885f9468829e6af41fa95504d65975c48378d4d (2024-11-07):
+# ``basic_packing``, ``get_partitions_with_threshold`` and ``basic_packing_with_prior_build``.
+# What the benchmark supplies, since chunking.rs only receives it: components are binary
+# packages (rpm-ostree's are packages too), a component's size is the bytes of the non-directory
+# paths it owns (ostree objects; directories are dirtree/dirmeta objects of the commit, so they go
+# to layer 0 with every unowned path), its change_frequency is ``model.changelog_freq`` (changelog
+# entries in the year before the newest one in the image; rpm-ostree's exact definition lives in
+# rpm-ostree, not read). Not modelled: content-object dedup (hard links, identical files).
 
 U32_MAX = 2**32 - 1
+OSTREE_MIN_CHUNKED_LAYERS = 4
+OSTREE_HIGH_SIZE_CUTOFF = 0.6
+OSTREE_THRESHOLD = 2.0
 
 
 def _median_mad(xs: list[float]) -> tuple[float, float]:
@@ -226,168 +240,374 @@ def _median_mad(xs: list[float]) -> tuple[float, float]:
     return med, statistics.median(abs(x - med) for x in xs)
 
 
-def _bucket(x: float, mean: float, sd: float) -> int:
-    return 0 if x < mean - 2 * sd else (2 if x > mean + 2 * sd else 1)
+def _ostree_partitions(
+    comps: list[tuple[str, int, int]], limit_hs_bins: int
+) -> dict[str, list[tuple[str, int, int]]]:
+    """get_partitions_with_threshold: comps (name, size, freq) sorted by size, largest first.
+
+    Keys sort like the original's BTreeMap keys: "1hs" (high-size singletons), "2ls" (the one
+    low-size bin), then "3hf_*", "4mf_*", "5lf_*" (frequency high to low) x "hs", "ls", "ms".
+    """
+    parts: dict[str, list[tuple[str, int, int]]] = {}
+    med, mad = _median_mad([float(c[1]) for c in comps])
+    lo_limit = 0.5 * abs(med - OSTREE_THRESHOLD * mad)
+    hi_limit = med + OSTREE_THRESHOLD * mad
+    high: list[tuple[str, int, int]] = []
+    medium: list[tuple[str, int, int]] = []
+    for c in comps:
+        if c[1] >= hi_limit:
+            high.append(c)
+        elif c[1] <= lo_limit:
+            parts.setdefault("2ls", []).append(c)
+        else:
+            medium.append(c)
+    rest = high[limit_hs_bins:] + medium  # extra high-size ones join the medium pool
+    parts["1hs"] = high[:limit_hs_bins]
+    rest.sort(key=lambda c: c[2])  # ascending frequency (stable: size order within a frequency)
+    if not rest:
+        return parts
+    sizes = [float(c[1]) for c in rest]
+    freqs = [float(c[2]) for c in rest]
+    fm, fsd = statistics.mean(freqs), statistics.pstdev(freqs)
+    sm, ssd = statistics.mean(sizes), statistics.pstdev(sizes)
+    f_lo, f_hi = 0.5 * abs(fm - OSTREE_THRESHOLD * fsd), fm + OSTREE_THRESHOLD * fsd
+    s_lo, s_hi = 0.5 * abs(sm - OSTREE_THRESHOLD * ssd), sm + OSTREE_THRESHOLD * ssd
+    for c in rest:
+        size_name = "hs" if c[1] >= s_hi else ("ls" if c[1] <= s_lo else "ms")
+        freq_name = "3hf" if c[2] >= f_hi else ("5lf" if c[2] <= f_lo else "4mf")
+        parts.setdefault(f"{freq_name}_{size_name}", []).append(c)
+    return parts
 
 
-def _ostree_pack(
-    comps: dict[str, tuple[int, int]], budget: int
-) -> tuple[list[list[str]], list[str]]:
-    """basic_packing over components {name: (size, frequency)} -> (bins, max-frequency bin)."""
-    maxfreq = sorted(c for c, (_, f) in comps.items() if f == U32_MAX)
-    rest = {c: v for c, v in comps.items() if v[1] != U32_MAX}
-    if len(rest) + 1 < budget:
-        return [[c] for c in sorted(rest)], maxfreq
-    sizes = [float(s) for s, _ in rest.values()]
-    med, mad = _median_mad(sizes)
-    hi_limit = med + 2 * mad
-    lo_limit = 0.5 * abs(med - 2 * mad)
-    n_bins = budget - 1  # the max-frequency (unpackaged) bin is layer 0
-    hs_cap = int(0.6 * (budget - 3))  # minus layer 0, the low-size and the new-packages bins
-    ms_cap = n_bins - hs_cap - 2
-    by_size = sorted(rest, key=lambda c: (-rest[c][0], c))
-    high = [c for c in by_size if rest[c][0] >= hi_limit]
-    singles, spill = high[:hs_cap], high[hs_cap:]
-    low = sorted(c for c in by_size if rest[c][0] <= lo_limit and c not in high)
-    medium = [c for c in by_size if c not in set(high) | set(low)] + spill
-    bins: list[list[str]] = [[c] for c in singles]
-    if medium:
-        freqs = [float(rest[c][1]) for c in medium]
-        msz = [float(rest[c][0]) for c in medium]
-        fm, fsd = statistics.mean(freqs), statistics.pstdev(freqs)
-        sm, ssd = statistics.mean(msz), statistics.pstdev(msz)
-        buckets: dict[int, list[str]] = defaultdict(list)
-        for c in sorted(medium, key=lambda c: (-rest[c][1], c)):
-            b = 3 * _bucket(rest[c][1], fm, fsd) + _bucket(rest[c][0], sm, ssd)
-            buckets[b].append(c)
-        per_bin = max(1, math.ceil(len(medium) / max(1, ms_cap)))
-        mbins: list[list[str]] = []
-        for b in sorted(buckets, reverse=True):  # most frequent, largest first
-            cs = buckets[b]
-            mbins.extend(cs[i : i + per_bin] for i in range(0, len(cs), per_bin))
-        while len(mbins) > max(1, ms_cap):
-            last = mbins.pop()
-            mbins[-1] = mbins[-1] + last
-        bins.extend(mbins)
-    bins.append(low)
-    return bins, maxfreq
+def ostree_basic_packing(comps: list[tuple[str, int, int]], budget: int) -> list[list[str]]:
+    """basic_packing without a prior build: bins of component names, the last one empty.
+
+    ``comps`` is (name, size, change_frequency), sorted by size, largest first (as
+    ``ObjectMetaSized::compute_sizes`` sorts them). Bins in the original's order: high-size
+    singletons, the low-size bin, the medium partitions (merged pairwise from the end when over
+    the limit), the max-frequency bin, the empty bin reserved for new packages.
+    """
+    if budget < OSTREE_MIN_CHUNKED_LAYERS:
+        raise ValueError(f"ostree-ext needs at least {OSTREE_MIN_CHUNKED_LAYERS} layers")
+    if len(comps) < budget:
+        return [[c[0]] for c in comps] + ([[]] if comps else [])
+    normal = [c for c in comps if c[2] != U32_MAX]
+    maxfreq = [c[0] for c in comps if c[2] == U32_MAX]
+    r: list[list[str]] = []
+    if normal:
+        limit_ls, limit_new = 1, 1
+        limit_maxfreq = min(len(maxfreq), 1)
+        reserved = limit_ls + limit_new + limit_maxfreq
+        limit_hs = math.floor(OSTREE_HIGH_SIZE_CUTOFF * (budget - reserved))
+        limit_ms = budget - (limit_hs + reserved)
+        parts = _ostree_partitions(normal, limit_hs)
+        n_low = len(parts.get("2ls", []))
+        if limit_ms <= 0:
+            raise ValueError("ostree-ext: no medium-size bins")
+        per_bin = (len(normal) - limit_hs - n_low) // limit_ms
+        for key in sorted(parts):
+            pkgs = [c[0] for c in parts[key]]
+            if key == "1hs":
+                r.extend([c] for c in pkgs)
+            elif key == "2ls":
+                r.append(pkgs)
+            else:
+                cur: list[str] = []
+                for i, c in enumerate(pkgs):
+                    if len(cur) < per_bin:
+                        cur.append(c)
+                    else:
+                        r.append(cur)
+                        cur = [c]
+                    if i == len(pkgs) - 1 and cur:
+                        r.append(cur)
+                        cur = []
+        target = budget - limit_new - limit_maxfreq
+        while len(r) > target:
+            # the original walks i = start, start+2, ... < len-1 from the top down, merging
+            # r[i-1] and r[i] and re-inserting the merge at index i (after the former r[i+1])
+            for i in reversed(range(limit_ls + limit_hs, len(r) - 1, 2)):
+                if len(r) <= target:
+                    break
+                merged = r[i - 1] + r[i]
+                del r[i]
+                del r[i - 1]
+                r.insert(i, merged)
+    if maxfreq:
+        r.append(maxfreq)
+    r.append([])
+    return r
 
 
-def _ostree_components(build: Build) -> dict[str, tuple[int, int]]:
+def _ostree_components(build: Build) -> list[tuple[str, int, int]]:
     ref = _newest_change(build)
-    comps: dict[str, tuple[int, int]] = {}
     sizes: dict[str, int] = defaultdict(int)
     for r in build.files.values():
-        if r.owner is not None:
+        if r.owner is not None and r.kind != "dir":
             sizes[r.owner] += r.size
-    for name, info in build.packages.items():
-        comps[name] = (sizes.get(name, 0), changelog_freq(info, ref))
+    comps = []
+    for name in sorted(sizes):  # compute_sizes: BTreeMap order, then a stable sort by size
+        info = build.packages.get(name)
+        comps.append((name, sizes[name], changelog_freq(info, ref) if info else 0))
+    comps.sort(key=lambda c: -c[1])
     return comps
 
 
-def _bins_to_plan(build: Build, bins: list[list[str]], new_bin: list[str]) -> Plan:
-    groups = _group_paths(build, lambda o: o or UNOWNED)
-    plan = [sorted(groups.get(UNOWNED, []))]  # layer 0: unmapped content (+ max-frequency)
-    for b in [*bins, new_bin]:
+def _ostree_layer0(build: Build, p: str) -> bool:
+    r = build.files[p]
+    return r.owner is None or r.kind == "dir"
+
+
+def _bins_to_plan(build: Build, bins: list[list[str]]) -> Plan:
+    """Layer 0: the commit (directories, unowned content); then one layer per bin."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    layer0: list[str] = []
+    for p in build.files:
+        if _ostree_layer0(build, p):
+            layer0.append(p)
+        else:
+            groups[build.files[p].owner or UNOWNED].append(p)
+    plan = [sorted(layer0)]
+    for b in bins:
         plan.append(sorted(p for c in b for p in groups.get(c, [])))
     return plan
 
 
+def _ostree_bins_of(build: Build, plan: Plan) -> list[list[str]]:
+    """The bins a previous plan encoded (its layer annotations): layers 1.. by owner."""
+    bins = []
+    for layer in plan[1:]:
+        bins.append(sorted({o for p in layer if (o := build.files[p].owner) is not None
+                            and not _ostree_layer0(build, p)}))
+    return bins
+
+
 def ostree_ext_fresh(build: Build, budget: int, prev: Prev | None) -> Plan:
     """ostree-ext basic_packing without a previous build (a first build, or a plan reset)."""
-    bins, maxfreq = _ostree_pack(_ostree_components(build), budget)
-    if maxfreq:
-        bins = [maxfreq, *bins]
-    return _bins_to_plan(build, bins, [])
+    return _bins_to_plan(build, ostree_basic_packing(_ostree_components(build), budget))
 
 
 def ostree_ext(build: Build, budget: int, prev: Prev | None) -> Plan:
-    """basic_packing with ``--previous-build``: old bins kept, new packages into the last bin."""
+    """basic_packing_with_prior_build: the previous bins kept, new packages into the last bin."""
     if prev is None:
         return ostree_ext_fresh(build, budget, None)
     pbuild, pplan = prev
-    bins: list[list[str]] = []
-    placed: set[str] = set()
-    for layer in pplan[1:]:  # layer 0 is the unmapped layer
-        comps = sorted({o for p in layer if (o := pbuild.files[p].owner) is not None})
-        bins.append([c for c in comps if c in build.packages])
-        placed.update(comps)
-    new = sorted(c for c in build.packages if c not in placed)
-    if len([b for b in bins if b]) + 2 > budget:
+    bins = _ostree_bins_of(pbuild, pplan)
+    if not bins:
         return ostree_ext_fresh(build, budget, None)
-    # the previous plan's last bin is the new-packages bin: add to it
-    if bins:
-        bins[-1] = sorted(set(bins[-1]) | set(new))
-    else:
-        bins = [new]
-    return _bins_to_plan(build, bins[:-1], bins[-1])
+    current = {c[0] for c in _ostree_components(build)}
+    previous = {c for b in bins for c in b}
+    bins[-1] = bins[-1] + sorted(current - previous)  # the reserved bin takes added packages
+    return _bins_to_plan(build, [[c for c in b if c in current] for b in bins])
 
 
 # ---------------------------------------------------------------- chunkah
+#
+# Ported (algorithm, not text) from coreos/chunkah at commit
+# 4c8abc389c27fe6d57c082f6817f70b723d995a5 (2026-08-03): src/packing.rs (``calculate_packing``,
+# ``isolate_size_outliers``, ``bin_by_stability_tiers``, ``allocate_tier_bins``,
+# ``hash_into_bins``), src/utils.rs (``calculate_stability``), src/components/bigfiles.rs and
+# src/components/mod.rs (claims, the unclaimed catch-all), src/cmd_build.rs (``pack_components``).
+# chunkah reads rpm and alpm databases only; for dpkg images a component is a source package
+# named ``deb/SOURCE`` (as ``rpm/SRPM``), its stability the lowest of its binary packages', as
+# chunkah does for the RPMs of one SRPM. Deviations: a directory several packages own is claimed
+# by all of them in chunkah (written into each layer); a plan here holds a path once, so it goes
+# to the unclaimed component. A package without changelog falls back to the build time in
+# chunkah; the benchmark has none, so it counts as "no change in the lookback" (0.99). Hard
+# links are not grouped.
+
+CHUNKAH_SIZE_OUTLIER_THRESHOLD = 1.5
+CHUNKAH_HIGH_SIZE_CAP = 0.8
+CHUNKAH_PERIOD_DAYS = 7.0
+CHUNKAH_LOOKBACK_DAYS = 365
+BIGFILE = 1 << 20
+DAY = 86400
 
 
-def fnv1a64(s: str) -> int:
+def fnv1a64(data: bytes) -> int:
     h = 0xCBF29CE484222325
-    for b in s.encode():
+    for b in data:
         h ^= b
         h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
     return h
 
 
-BIGFILE = 1 << 20
+def chunkah_hash(name: str) -> int:
+    """Rust's ``str::hash`` into an FnvHasher: the bytes, then a 0xff terminator, FNV-1a 64."""
+    return fnv1a64(name.encode() + b"\xff")
+
+
+def chunkah_stability(changelog: Iterable[int], now: int) -> float:
+    """P(no change in 7 days), Poisson; lambda = distinct-day changes / days since the oldest."""
+    lookback = now - CHUNKAH_LOOKBACK_DAYS * DAY
+    window = [t for t in changelog if t >= lookback]
+    count, prev_day = 0, None
+    for t in window:  # consecutive same-day entries count once
+        day = t // DAY
+        if day != prev_day:
+            count += 1
+            prev_day = day
+    if count == 0:
+        return 0.99
+    span = (now - min(window)) / DAY
+    if span < 1.0:
+        return 0.0
+    return math.exp(-(count / span) * CHUNKAH_PERIOD_DAYS)
+
+
+def _chunkah_median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else 0.0
+
+
+ChunkahItem = tuple[str, int, float]  # name, size, stability
+
+
+def _chunkah_group(items: list[ChunkahItem], idx: list[int]) -> tuple[list[int], float]:
+    return idx, math.prod(items[i][2] for i in idx)
+
+
+def _chunkah_hash_bins(
+    items: list[ChunkahItem], idx: list[int], n: int
+) -> list[tuple[list[int], float]]:
+    if not idx or n == 0:
+        return []
+    bins: list[list[int]] = [[] for _ in range(n)]
+    for i in idx:
+        bins[chunkah_hash(items[i][0]) % n].append(i)
+    empty = [b for b in range(n) if not bins[b]]
+    while empty:  # refill empty bins with the largest item of a bin holding more than one
+        target = empty.pop()
+        best: tuple[int, int, int] | None = None  # (bin, position, item)
+        for b, members in enumerate(bins):
+            if len(members) > 1:
+                for pos, i in enumerate(members):
+                    if best is None or items[i][1] >= items[best[2]][1]:
+                        best = (b, pos, i)  # max_by_key keeps the last maximum
+        if best is None:
+            break
+        b, pos, moved = best
+        members = bins[b]
+        members[pos] = members[-1]  # Vec::swap_remove: the last member takes its place
+        members.pop()
+        bins[target].append(moved)
+    return [_chunkah_group(items, b) for b in bins if b]
+
+
+def _chunkah_tier_bins(counts: list[int], max_bins: int) -> list[int]:
+    non_empty = sum(1 for c in counts if c)
+    total = sum(counts)
+    out = [0] * len(counts)
+    allocated = seen = 0
+    for i, c in enumerate(counts):
+        if not c:
+            continue
+        seen += 1
+        if seen == non_empty:
+            out[i] = max(0, max_bins - allocated)
+        else:
+            prop = max(1, int(_round_half_away(c / total * max_bins)))
+            out[i] = min(prop, max(0, max_bins - (allocated + non_empty - seen)))
+            allocated += out[i]
+    return out
+
+
+def _round_half_away(x: float) -> float:
+    """Rust's f64::round: halves away from zero (Python's round is to even)."""
+    return math.floor(x + 0.5) if x >= 0 else -math.floor(-x + 0.5)
+
+
+def chunkah_packing(items: list[ChunkahItem], max_groups: int) -> list[list[int]]:
+    """calculate_packing: groups of item indices, most stable first."""
+    if not items or max_groups == 0:
+        return []
+    if len(items) <= max_groups:
+        groups = [([i], items[i][2]) for i in range(len(items))]
+    else:
+        sizes = [float(it[1]) for it in items]
+        med = _chunkah_median(sizes)
+        mad = _chunkah_median([abs(x - med) for x in sizes])
+        if mad < med * 0.01:
+            mad = med
+        limit = med + CHUNKAH_SIZE_OUTLIER_THRESHOLD * mad
+        high = [i for i, it in enumerate(items) if it[1] >= limit]
+        remaining = [i for i, it in enumerate(items) if it[1] < limit]
+        reserved = 1 if remaining else 0
+        cap = math.floor(max(0, max_groups - reserved) * CHUNKAH_HIGH_SIZE_CAP)
+        if len(high) > cap:
+            high.sort(key=lambda i: -items[i][1])  # stable, as Rust's sort_by
+            remaining.extend(high[cap:])
+            high = high[:cap]
+        groups = [([i], items[i][2]) for i in high]
+        if remaining:
+            budget = max_groups - len(groups)
+            groups.extend(_chunkah_tiers(items, remaining, budget))
+    groups.sort(key=lambda g: -g[1])  # stable: ties keep singletons, then tiers, in order
+    return [g for g, _ in groups]
+
+
+def _chunkah_tiers(
+    items: list[ChunkahItem], idx: list[int], max_bins: int
+) -> list[tuple[list[int], float]]:
+    if not idx or max_bins == 0:
+        return []
+    if len(idx) <= max_bins:
+        return [([i], items[i][2]) for i in idx]
+    stab = [items[i][2] for i in idx]
+    mean = sum(stab) / len(stab)
+    sd = statistics.pstdev(stab) if len(stab) > 1 else 0.0
+    hi, lo = mean + sd, mean - sd
+    tiers: list[list[int]] = [[], [], []]
+    for i in idx:
+        s = items[i][2]
+        tiers[0 if s >= hi else (2 if s <= lo else 1)].append(i)
+    counts = [len(t) for t in tiers]
+    if max_bins < sum(1 for c in counts if c):
+        return _chunkah_hash_bins(items, idx, max_bins)
+    out: list[tuple[list[int], float]] = []
+    for tier, n in zip(tiers, _chunkah_tier_bins(counts, max_bins), strict=True):
+        out.extend(_chunkah_hash_bins(items, tier, n))
+    return out
+
+
+def _chunkah_components(build: Build) -> dict[str, list[str]]:
+    """chunkah's claims: package components, then big unclaimed files, then the catch-all."""
+    rpm = any(p.startswith(("var/lib/rpm", "usr/lib/sysimage/rpm")) for p in build.files)
+    repo = "rpm" if rpm else "deb"
+    comps: dict[str, list[str]] = defaultdict(list)
+    big: list[str] = []
+    for p in sorted(build.files):
+        r = build.files[p]
+        src = build.source_of(r.owner)
+        if src is not None:
+            comps[f"{repo}/{src}"].append(p)
+        elif r.kind == "reg" and r.size >= BIGFILE:
+            big.append(p)
+        else:
+            comps["chunkah/unclaimed"].append(p)
+    names: set[str] = set()
+    for p in big:  # component named by file name, the full path when that name is taken
+        base = p.rsplit("/", 1)[-1]
+        name = base if base not in names else p
+        names.add(name)
+        comps[f"bigfiles/{name}"].append(p)
+    return comps
 
 
 def chunkah(build: Build, budget: int, prev: Prev | None) -> Plan:
-    """chunkah's packing: source-package components, big unclaimed files alone, stability tiers."""
-    ref = _newest_change(build)
-    comps: dict[str, list[str]] = defaultdict(list)
-    for p, r in build.files.items():
-        src = build.source_of(r.owner)
-        if src is not None:
-            comps["src:" + src].append(p)
-        elif r.kind == "reg" and r.size >= BIGFILE:
-            comps["bigfile:" + p].append(p)
-        else:
-            comps["unclaimed"].append(p)
-    # stability = exp(-lambda * 7 days), lambda = distinct changelog days per day over a year
-    days: dict[str, int] = defaultdict(int)
+    """chunkah's packing (stateless): size outliers alone, stability tiers, FNV-1a hash bins."""
+    comps = _chunkah_components(build)
+    stab_of: dict[str, float] = {}
     for info in build.packages.values():
-        k = "src:" + info.source
-        days[k] = max(days[k], changelog_days(info, ref))
-    stab = {c: (math.exp(-(days[c] / 365.0) * 7) if c.startswith("src:") else 0.0) for c in comps}
-    size = {c: sum(build.files[p].size for p in ps) for c, ps in comps.items()}
+        for repo in ("deb", "rpm"):
+            k = f"{repo}/{info.source}"
+            if k in comps:
+                s = chunkah_stability(info.changelog_dates, build.sde)
+                stab_of[k] = min(stab_of.get(k, 1.0), s)
     names = sorted(comps)
-    med, mad = _median_mad([float(size[c]) for c in names])
-    outliers = sorted((c for c in names if size[c] > med + 1.5 * mad), key=lambda c: (-size[c], c))
-    singles = outliers[: int(0.8 * budget)]
-    rest = [c for c in names if c not in set(singles)]
-    nbins = max(1, budget - len(singles))
-    tiers: list[list[str]] = [[], [], []]  # most stable first
-    if rest:
-        vals = [stab[c] for c in rest]
-        mu, sd = statistics.mean(vals), statistics.pstdev(vals)
-        for c in rest:
-            tiers[0 if stab[c] > mu + sd else (2 if stab[c] < mu - sd else 1)].append(c)
-    tier_bytes = [sum(size[c] for c in t) for t in tiers]
-    total = sum(tier_bytes) or 1
-    alloc = [max(1, round(nbins * b / total)) if tiers[i] else 0 for i, b in enumerate(tier_bytes)]
-    while sum(alloc) > nbins:
-        i = max(range(3), key=lambda j: alloc[j])
-        alloc[i] -= 1
-    layers: list[tuple[float, str, list[str]]] = []
-    for c in singles:
-        layers.append((stab[c], c, sorted(comps[c])))
-    for t, cs in enumerate(tiers):
-        if not cs:
-            continue
-        bins: list[list[str]] = [[] for _ in range(alloc[t])]
-        for c in cs:
-            bins[fnv1a64(c) % alloc[t]].extend(comps[c])
-        for i, b in enumerate(bins):
-            tstab = statistics.mean(stab[c] for c in cs)
-            layers.append((tstab, f"tier{t}/{i:03d}", sorted(b)))
-    layers.sort(key=lambda x: (-x[0], x[1]))  # most stable first
-    return [ps for _, _, ps in layers]
+    items: list[ChunkahItem] = [
+        (c, sum(build.files[p].size for p in comps[c]), stab_of.get(c, 0.0)) for c in names
+    ]
+    return [sorted(p for i in g for p in comps[names[i]]) for g in chunkah_packing(items, budget)]
 
 
 STRATEGIES: dict[str, Strategy] = {
