@@ -75,6 +75,15 @@ def delta(base: FileTree, full: FileTree) -> Delta:
             changed.add(path)
     for path in list(changed):
         changed.update(links_full.get(path, ()))  # a hardlink group is one inode: whole
+    # Every directory above a changed path is written too, whether or not its own entry
+    # differs from the base's: installing into a base directory moves its mtime to the
+    # install's second, so "differs" would depend on timing, and the layers holding such a
+    # directory would change digest from one build to the next.
+    for path in list(changed):
+        for anc in ancestors(path):
+            entry = full.entries.get(anc)
+            if entry is not None and entry.kind == "dir":
+                changed.add(anc)
     gone: set[str] = set()
     for path, old in base.entries.items():
         new = full.entries.get(path)

@@ -22,10 +22,12 @@ def _tree(*entries: Entry) -> FileTree:
 
 
 def test_untouched_base_paths_are_not_in_the_delta() -> None:
+    """Except the directories above a changed path: those are always written (their mtime
+    would otherwise decide by the second of the install whether they move a layer)."""
     base = _tree(_dir("etc"), _reg("etc/a"), _reg("etc/b", offset=512), _dir("usr"))
     full = _tree(*base.entries.values(), _reg("usr/new", "upper.tar"))
     got = delta(base, full)
-    assert got.paths == ("usr/new",) and got.whiteouts == ()
+    assert got.paths == ("usr", "usr/new") and got.whiteouts == ()
 
 
 def test_changed_metadata_content_and_mtime_are_in_the_delta() -> None:
@@ -36,7 +38,7 @@ def test_changed_metadata_content_and_mtime_are_in_the_delta() -> None:
         dataclasses.replace(base.entries["etc/b"], mode=0o600),
         _dir("var", mtime=5),
     )
-    assert delta(base, full).paths == ("etc/a", "etc/b", "var")
+    assert delta(base, full).paths == ("etc", "etc/a", "etc/b", "var")
 
 
 def test_only_the_topmost_deleted_path_gets_a_whiteout() -> None:
@@ -54,14 +56,14 @@ def test_a_directory_replaced_by_a_file_is_deleted_and_written() -> None:
                  Entry("opt/l", "sym", 0o777, target="b"))
     got = delta(base, full)
     assert got.whiteouts == ("opt/d",)  # a symlink over a symlink needs no whiteout
-    assert got.paths == ("opt/d", "opt/l")
+    assert got.paths == ("opt", "opt/d", "opt/l")
 
 
 def test_a_new_hardlink_to_a_base_file_takes_the_whole_group_up() -> None:
     base = _tree(_dir("bin"), _reg("bin/a"), _reg("bin/c", offset=512))
     full = _tree(_dir("bin"), _reg("bin/a", link=1), _reg("bin/b", link=1),
                  _reg("bin/c", offset=512))
-    assert delta(base, full).paths == ("bin/a", "bin/b")
+    assert delta(base, full).paths == ("bin", "bin/a", "bin/b")
     # The same group numbered differently in each tree is no change.
     base2 = _tree(_reg("x", link=7), _reg("y", link=7))
     full2 = _tree(_reg("x", link=1), _reg("y", link=1))
@@ -79,7 +81,7 @@ def test_dropped_paths_stay_as_the_base_has_them() -> None:
     assert whole.whiteouts == ("etc/old", "sysroot/ostree/obj")
     assert expected_tree(full, base, whole).entries.keys() == full.entries.keys()
     kept = whole.without(lambda p: p.startswith("sysroot/ostree/"))
-    assert kept.paths == ("etc/new",) and kept.whiteouts == ("etc/old",)
+    assert kept.paths == ("etc", "etc/new", "sysroot", "sysroot/ostree") and kept.whiteouts == ("etc/old",)
     got = expected_tree(full, base, kept)
     assert sorted(got.entries) == ["etc", "etc/new", "sysroot", "sysroot/ostree",
                                    "sysroot/ostree/obj"]
