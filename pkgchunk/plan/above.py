@@ -81,8 +81,8 @@ def delta(base: FileTree, full: FileTree) -> Delta:
     # directory would change digest from one build to the next.
     for path in list(changed):
         for anc in ancestors(path):
-            entry = full.entries.get(anc)
-            if entry is not None and entry.kind == "dir":
+            above = full.entries.get(anc)
+            if above is not None and above.kind == "dir":
                 changed.add(anc)
     gone: set[str] = set()
     for path, old in base.entries.items():
