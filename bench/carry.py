@@ -40,7 +40,7 @@ import model  # noqa: E402
 import pkgchunk_strategy  # noqa: E402
 import realupdate  # noqa: E402
 
-from pkgchunk.carryforward import Hasher  # noqa: E402
+from pkgchunk.tree import ContentHasher as Hasher  # noqa: E402
 from pkgchunk.io import open_image  # noqa: E402
 
 MB = 1e6

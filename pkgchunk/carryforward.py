@@ -14,7 +14,6 @@ skopeo has no single-blob fetch), once per build.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -30,7 +29,7 @@ from pkgchunk.plan.groups import Group
 from pkgchunk.plan.record import MTIME_LABEL, MtimeRecord
 from pkgchunk.previous import Previous
 from pkgchunk.refs import REMOTE_TRANSPORTS
-from pkgchunk.tree import Entry, FileTree
+from pkgchunk.tree import ContentHasher, FileTree
 
 log = logging.getLogger(__name__)
 
@@ -50,31 +49,11 @@ class CarryResult:
     seconds: float = 0.0
 
 
-class Hasher:
-    """sha256 (hex) of regular files, once per data location (hardlinks share theirs)."""
-
-    def __init__(self, tree: FileTree) -> None:
-        self._tree = tree
-        self._cache: dict[tuple[str, int, int], str] = {}
-
-    def digest(self, entry: Entry) -> str:
-        assert entry.data is not None
-        key = (entry.data.source, entry.data.offset, entry.size)
-        got = self._cache.get(key)
-        if got is None:
-            h = hashlib.sha256()
-            with self._tree.open(entry.path) as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-            got = self._cache[key] = h.hexdigest()
-        return got
-
-
 def previous_entries(
     tree: FileTree, hashed: Iterable[str] = ()
 ) -> dict[str, carry.PrevEntry]:
     """The entries of a (partly) read previous build; content digests only for ``hashed``."""
-    hasher = Hasher(tree)
+    hasher = ContentHasher(tree)
     want = set(hashed)
     out = {}
     for path, e in tree.entries.items():
@@ -129,7 +108,7 @@ def carry_forward(
             prev_meta = previous_entries(image.tree)
             cands = carry.candidates(tree, prev_meta)
             with progress.step(f"hashing {len(cands)} unchanged-looking files"):
-                new_hash, old_hash = Hasher(tree), Hasher(image.tree)
+                new_hash, old_hash = ContentHasher(tree), ContentHasher(image.tree)
                 digests = {p: new_hash.digest(tree.entries[p]) for p in cands}
                 previous = dict(prev_meta)
                 for p in cands:

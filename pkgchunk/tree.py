@@ -12,6 +12,7 @@ holds its bytes and at which offset.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -304,3 +305,25 @@ def open_data(entry: Entry) -> BinaryIO:
 
 def join(base: str, name: str) -> str:
     return posixpath.join(base, name) if base else name
+
+
+class ContentHasher:
+    """sha256 (hex) of regular files, once per data location (hardlinks share theirs).
+
+    Shared by carry-forward and ``verify``: both compare contents of two trees."""
+
+    def __init__(self, tree: FileTree) -> None:
+        self._tree = tree
+        self._cache: dict[tuple[str, int, int], str] = {}
+
+    def digest(self, entry: Entry) -> str:
+        assert entry.data is not None
+        key = (entry.data.source, entry.data.offset, entry.size)
+        got = self._cache.get(key)
+        if got is None:
+            h = hashlib.sha256()
+            with self._tree.open(entry.path) as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            got = self._cache[key] = h.hexdigest()
+        return got

@@ -12,7 +12,6 @@ labels).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import tempfile
@@ -28,7 +27,7 @@ from pkgchunk.plan import carry
 from pkgchunk.plan.record import LABEL, MTIME_LABEL, BuildRecord
 from pkgchunk.previous import open_previous
 from pkgchunk.refs import ImageRef, parse_ref
-from pkgchunk.tree import ENC, ERRORS, Entry, FileTree, encode_path
+from pkgchunk.tree import ENC, ERRORS, ContentHasher, Entry, FileTree, encode_path
 
 #: The index annotation holding a manifest's tag in an OCI layout.
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -92,26 +91,6 @@ def _groups(tree: FileTree) -> dict[str, frozenset[str]]:
     return out
 
 
-class _Hasher:
-    """sha256 of regular files, once per data location (hardlinks share theirs)."""
-
-    def __init__(self, tree: FileTree) -> None:
-        self._tree = tree
-        self._cache: dict[tuple[str, int, int], str] = {}
-
-    def digest(self, entry: Entry) -> str:
-        assert entry.data is not None
-        key = (entry.data.source, entry.data.offset, entry.size)
-        got = self._cache.get(key)
-        if got is None:
-            h = hashlib.sha256()
-            with self._tree.open(entry.path) as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-            got = self._cache[key] = h.hexdigest()
-        return got
-
-
 def _fmt_group(group: frozenset[str] | None) -> str:
     if not group:
         return "none"
@@ -132,7 +111,7 @@ def compare(
     """
     diffs: list[Difference] = []
     groups_a, groups_b = _groups(tree_a), _groups(tree_b)
-    hash_a, hash_b = _Hasher(tree_a), _Hasher(tree_b)
+    hash_a, hash_b = ContentHasher(tree_a), ContentHasher(tree_b)
     paths = sorted(set(tree_a.entries) | set(tree_b.entries), key=encode_path)
     for path in paths:
         if limit is not None and len(diffs) >= limit:
@@ -163,7 +142,7 @@ def _root_diffs(
     if a is None or b is None:
         side = "A" if b is None else "B"
         return [Difference(ROOT, f"root directory's metadata (./) only in {side}")]
-    unused = _Hasher(tree_a)
+    unused = ContentHasher(tree_a)
     what = _entry_diffs(a, b, unused, unused, ignore_mtime, mtime_clamp)
     return [Difference(ROOT, "; ".join(what))] if what else []
 
@@ -183,8 +162,8 @@ def _ambiguous(tree_a: FileTree, tree_b: FileTree) -> list[Difference]:
 def _entry_diffs(
     a: Entry,
     b: Entry,
-    hash_a: _Hasher,
-    hash_b: _Hasher,
+    hash_a: ContentHasher,
+    hash_b: ContentHasher,
     ignore_mtime: bool,
     mtime_clamp: int | None,
 ) -> list[str]:
@@ -338,7 +317,7 @@ def excuse_carried(
                                            f" but {ref} is {found}")]
         entries = dict(tree_a.entries)
         with open_image(image_ref) as previous:
-            hash_a, hash_p = _Hasher(tree_a), _Hasher(previous.tree)
+            hash_a, hash_p = ContentHasher(tree_a), ContentHasher(previous.tree)
             for path in older:
                 a, b = tree_a.entries[path], tree_b.entries[path]
                 old = previous.tree.entries.get(path)

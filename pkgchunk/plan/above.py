@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pkgchunk.image import LayerSpec
 from pkgchunk.pkgdb.model import Ownership
 from pkgchunk.plan import mtimes
-from pkgchunk.plan.compose import PlanOutcome, plan_layers
+from pkgchunk.plan.compose import PlanOutcome, mtime_record, plan_layers
 from pkgchunk.plan.record import BuildRecord, MtimeRecord, base_labels, record_labels
 from pkgchunk.plan.rules import Rules
 from pkgchunk.tree import Entry, FileTree, ancestors, encode_path
@@ -163,10 +163,7 @@ def compose_above(
     delta only (a bootc base keeps its ostree farm in its own layers), see
     :meth:`Delta.without` and :func:`expected_tree`."""
     record = previous or BuildRecord()
-    dirs = None
-    if mtime_policy == "clamp":
-        dirs = mtimes.directory_epoch(full, ownership, record.carried_directory_epoch)
-    mtime = MtimeRecord(mtime_policy, source_date_epoch, dirs)
+    mtime = mtime_record(full, ownership, record, mtime_policy, source_date_epoch)
     changed = delta(base, full)
     if drop is not None:
         changed = changed.without(drop)

@@ -86,6 +86,21 @@ class Composition:
         return record_labels(self.outcome.label, self.mtime)
 
 
+def mtime_record(
+    tree: FileTree,
+    ownership: Ownership,
+    previous: BuildRecord,
+    policy: mtimes.Policy,
+    source_date_epoch: int | None,
+) -> MtimeRecord:
+    """The mtime policy this build applies: with clamp, the directories' limit carried from
+    the previous build (else derived from this tree), so it never moves once chosen."""
+    dirs = None
+    if policy == "clamp":
+        dirs = mtimes.directory_epoch(tree, ownership, previous.carried_directory_epoch)
+    return MtimeRecord(policy, source_date_epoch, dirs)
+
+
 def compose(
     tree: FileTree,
     ownership: Ownership,
@@ -99,16 +114,14 @@ def compose(
 ) -> Composition:
     """Apply the mtime policy (carrying the previous build's directory limit), then plan."""
     record = previous or BuildRecord()
-    dirs = None
-    if mtime_policy == "clamp":
-        dirs = mtimes.directory_epoch(tree, ownership, record.carried_directory_epoch)
+    mtime = mtime_record(tree, ownership, record, mtime_policy, source_date_epoch)
     final = mtimes.apply(
         tree, ownership, policy=mtime_policy, source_date_epoch=source_date_epoch,
-        directory_epoch=dirs,
+        directory_epoch=mtime.directory_epoch,
     )
     outcome = plan_layers(
         final, ownership, rules, record.plan, max_layers=max_layers, fresh=fresh,
         derived="follow" if mtime_policy == "clamp" else "separate",
         warnings=record.warnings,
     )
-    return Composition(final, outcome, MtimeRecord(mtime_policy, source_date_epoch, dirs))
+    return Composition(final, outcome, mtime)
