@@ -40,8 +40,8 @@ import model  # noqa: E402
 import pkgchunk_strategy  # noqa: E402
 import realupdate  # noqa: E402
 
-from pkgchunk.tree import ContentHasher as Hasher  # noqa: E402
 from pkgchunk.io import open_image  # noqa: E402
+from pkgchunk.tree import ContentHasher as Hasher  # noqa: E402
 
 MB = 1e6
 _LOG = re.compile(r"carried (\d+) entries forward from .*: read (\d+) of (\d+) layers "
