@@ -15,7 +15,6 @@ skopeo has no single-blob fetch), once per build.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,12 +22,11 @@ from dataclasses import dataclass
 from pkgchunk import progress
 from pkgchunk.errors import PkgchunkError
 from pkgchunk.image import LayerSpec
-from pkgchunk.io import fetch_source, open_layers
+from pkgchunk.io import open_layers
 from pkgchunk.plan import carry
 from pkgchunk.plan.groups import Group
 from pkgchunk.plan.record import MTIME_LABEL, MtimeRecord
 from pkgchunk.previous import Previous
-from pkgchunk.refs import REMOTE_TRANSPORTS
 from pkgchunk.tree import ContentHasher, FileTree
 
 log = logging.getLogger(__name__)
@@ -62,7 +60,32 @@ def previous_entries(
     return out
 
 
-def _relabel(labels: Mapping[str, str], digest: str, carried: tuple[int, ...]) -> dict[str, str]:
+def carried_from(
+    tree: FileTree,
+    prev_tree: FileTree,
+    new_hash: ContentHasher | None = None,
+    old_hash: ContentHasher | None = None,
+) -> tuple[carry.Carried, int]:
+    """``tree`` with the mtimes of the identical entries of ``prev_tree`` (a previous build,
+    read), and how many files it hashed. The hashers may be shared with a caller that
+    compares more contents of the same two trees."""
+    new_hash = new_hash or ContentHasher(tree)
+    old_hash = old_hash or ContentHasher(prev_tree)
+    prev_meta = previous_entries(prev_tree)
+    cands = carry.candidates(tree, prev_meta)
+    with progress.step(f"hashing {len(cands)} unchanged-looking files"):
+        digests = {p: new_hash.digest(tree.entries[p]) for p in cands}
+        previous = dict(prev_meta)
+        for p in cands:
+            old = prev_tree.entries[p]
+            if old.data is not None:
+                previous[p] = carry.PrevEntry(carry.identity(old, old_hash.digest(old)), old.mtime)
+    return carry.carry(tree, previous, digests), len(cands)
+
+
+def relabel(labels: Mapping[str, str], digest: str, carried: tuple[int, ...]) -> dict[str, str]:
+    """``labels`` whose mtime record names the previous build ``digest`` as the one entries
+    were carried from, and the layers ``carried`` holding them."""
     record = MtimeRecord.parse(labels.get(MTIME_LABEL))
     if record is None or record.policy != "clamp":
         return dict(labels)
@@ -84,52 +107,36 @@ def carry_forward(
     if record.plan is None or prev.digest is None:
         return CarryResult(tree, labels)  # not a pkgchunk build: nothing recorded to go by
     blobs = list(prev.blobs)
-    total = len(record.plan.layers)
+    total = len(record.plan.layers) + record.patch.layers
     if total != len(blobs):
         return CarryResult(tree, labels, (
             f"{prev.ref}: its plan names {total} layers but its manifest has {len(blobs)};"
             " unchanged entries are not carried forward",), layers_total=total)
     carried_before = record.mtime.carried if record.mtime is not None else ()
-    wanted = carry.layers_to_read(record.plan, groups, carried_before)
+    if record.patch.layers:
+        # Patches hide older copies below them: only the whole stack says what is current.
+        wanted: tuple[int, ...] = tuple(range(total))
+    else:
+        wanted = carry.layers_to_read(record.plan, groups, carried_before)
     if not wanted:
         return CarryResult(tree, labels, layers_total=total)
     try:
-        if prev.image_ref is not None and prev.image_ref.transport in REMOTE_TRANSPORTS:
-            assert prev.workdir is not None
-            where = os.path.join(prev.workdir, "carry")
-            os.makedirs(where, exist_ok=True)
-            fetched = fetch_source(prev.image_ref, where)
-            if len(fetched.layers) != total:
-                raise PkgchunkError(f"{prev.ref}: skopeo copied {len(fetched.layers)} layers,"
-                                    f" its plan names {total}")
-            blobs = fetched.layers
+        blobs = list(prev.local_blobs())
         chosen = [blobs[i] for i in wanted]
         with open_layers(prev.ref, chosen) as image:
-            prev_meta = previous_entries(image.tree)
-            cands = carry.candidates(tree, prev_meta)
-            with progress.step(f"hashing {len(cands)} unchanged-looking files"):
-                new_hash, old_hash = ContentHasher(tree), ContentHasher(image.tree)
-                digests = {p: new_hash.digest(tree.entries[p]) for p in cands}
-                previous = dict(prev_meta)
-                for p in cands:
-                    old = image.tree.entries[p]
-                    if old.data is not None:
-                        previous[p] = carry.PrevEntry(
-                            carry.identity(old, old_hash.digest(old)), old.mtime
-                        )
+            result, cands = carried_from(tree, image.tree)
             read = sum(b.size or 0 for b in chosen)
     except PkgchunkError as err:
         return CarryResult(tree, labels, (
             f"{err}; unchanged entries are not carried forward",), layers_total=total)
-    result = carry.carry(tree, previous, digests)
     layers = carry.carried_layers(specs, result.paths)
     took = time.monotonic() - t0
     log.debug("carried %d entries forward from %s: read %d of %d layers (%d bytes),"
               " hashed %d files, %.1f s", len(result.paths), prev.ref, len(wanted), total,
-              read, len(cands), took)
+              read, cands, took)
     # The record names the previous build only when an entry took its mtime.
-    final = _relabel(labels, prev.digest, layers) if result.paths else labels
+    final = relabel(labels, prev.digest, layers) if result.paths else labels
     return CarryResult(
         result.tree, final, (), len(result.paths),
-        len(wanted), total, read, len(cands), took,
+        len(wanted), total, read, cands, took,
     )

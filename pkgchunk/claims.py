@@ -13,6 +13,10 @@ checked against what the INPUT gives (and what the person verifying states: the
 - ``org.pkgchunk.edits`` (bootc images, ``--prune``, ``--label``) may only excuse the
   INPUT's paths under the prefixes it names (left out, and counted), hard links that reached
   into them split by owner as rechunk splits them, and the labels it says it set or removed.
+- ``org.pkgchunk.patch`` (``--patch-layers``) may only say how many top layers the plan label
+  does not describe. It excuses no file: the output, patches and all, must flatten to the
+  INPUT under the policy, and what lies below a patch has the mtimes the previous build
+  wrote, which the mtime record's ``carry`` lets ``verify`` check against that build.
 - ``org.pkgchunk.base`` (``--keep-base``) may only say that the output's bottom layers are the
   INPUT's own: the policy then applies to what is above them, and the base stays as it is.
 
@@ -37,8 +41,10 @@ from pkgchunk.plan.record import (
     BASE_LABEL,
     LABEL,
     MTIME_LABEL,
+    PATCH_LABEL,
     BuildRecord,
     MtimeRecord,
+    PatchRecord,
     decode,
 )
 from pkgchunk.prune import owner_key, prune, split_links
@@ -200,16 +206,26 @@ def check_plan(claims: Claims) -> None:
     except InputError as err:
         claims.problems.append(str(err))
         return
+    patches = 0
+    raw_patch = claims.output_labels.get(PATCH_LABEL)
+    if raw_patch is not None:
+        claims.vouched.add(PATCH_LABEL)
+        record = PatchRecord.parse(raw_patch)
+        if record is None:
+            claims.problems.append(f"label {PATCH_LABEL}={raw_patch!r} is not layers=P;bytes=B")
+        else:
+            patches = record.layers
     if plan is None:
         claims.problems.append(f"label {LABEL}: not a string")
-    elif (claims.output_layers is not None
-          and len(plan.layers) != claims.output_layers - claims.base_layers):
+        return
+    if claims.output_layers is None:
+        return
+    planned = claims.output_layers - claims.base_layers - patches
+    if len(plan.layers) != planned:
+        where = (" above its kept base" if claims.base_layers else "") + (
+            f" below its {patches} patch layers" if patches else "")
         claims.problems.append(
-            f"label {LABEL} describes {len(plan.layers)} layers, the image has "
-            f"{claims.output_layers - claims.base_layers} above its kept base"
-            if claims.base_layers else
-            f"label {LABEL} describes {len(plan.layers)} layers, the image has "
-            f"{claims.output_layers}"
+            f"label {LABEL} describes {len(plan.layers)} layers, the image has {planned}{where}"
         )
 
 

@@ -218,6 +218,12 @@ def _plan_options(f: F) -> F:
                      help="Keep the base image REF's layers (or SRC's bottom N layers) byte"
                      " for byte and plan only what is above them; --max-layers then"
                      " bounds the layers above the base."),
+        click.option("--patch-layers", "patch_layers", type=click.IntRange(min=0), default=0,
+                     show_default=True, metavar="K",
+                     help="Keep K of --max-layers free for patches: a build over a previous one"
+                     " is then written as its layers byte for byte plus one layer of what"
+                     " changed, while a slot is free and the patches hold under half the"
+                     " image's bytes; after that every layer is planned again."),
         click.option("--keep-sysroot", is_flag=True,
                      help="bootc images: keep the ostree object store under /sysroot/ostree"
                      " and the ostree.commit/ostree.final-diffid labels (left out by default)."),
@@ -282,7 +288,7 @@ def _split_images(images: tuple[str, ...]) -> tuple[list[str], str]:
 def rechunk_cmd(
     images: tuple[str, ...], rules: str | None, max_layers: int | None, prev: str | None,
     fresh: bool, mtime_policy: str, ignore_pkgdb_errors: bool, keep_base: str | None,
-    keep_sysroot: bool, prune: tuple[str, ...], label_edits: tuple[str, ...],
+    patch_layers: int, keep_sysroot: bool, prune: tuple[str, ...], label_edits: tuple[str, ...],
     compression: str,
     level: int | None, source_date_epoch: int | None, jobs: int | None, no_carry: bool,
     as_json: bool, sbom: tuple[str, str] | None,
@@ -318,6 +324,7 @@ def rechunk_cmd(
         rules=rules, max_layers=max_layers, prev=prev, fresh=fresh,
         mtime_policy=mtime_policy,  # type: ignore[arg-type]
         ignore_pkgdb_errors=ignore_pkgdb_errors, keep_base=keep_base, carry=not no_carry,
+        patch_layers=patch_layers,
         keep_sysroot=keep_sysroot, prune=prune, labels=label_edits,
     )
     result = rechunk_packages(srcs if len(srcs) > 1 else srcs[0], dest, popts, options)
@@ -354,7 +361,7 @@ def rechunk_cmd(
 def plan_cmd(
     srcs: tuple[str, ...], rules: str | None, max_layers: int | None, prev: str | None,
     fresh: bool, mtime_policy: str, ignore_pkgdb_errors: bool, keep_base: str | None,
-    keep_sysroot: bool, prune: tuple[str, ...], label_edits: tuple[str, ...],
+    patch_layers: int, keep_sysroot: bool, prune: tuple[str, ...], label_edits: tuple[str, ...],
     dest: str | None,
     as_json: bool,
 ) -> None:
@@ -368,7 +375,7 @@ def plan_cmd(
     popts = PlanOptions(
         rules=rules, max_layers=max_layers, prev=prev, fresh=fresh,
         mtime_policy=mtime_policy,  # type: ignore[arg-type]
-        ignore_pkgdb_errors=ignore_pkgdb_errors, keep_base=keep_base,
+        ignore_pkgdb_errors=ignore_pkgdb_errors, keep_base=keep_base, patch_layers=patch_layers,
         keep_sysroot=keep_sysroot, prune=prune, labels=label_edits,
     )
     planned = plan_only(srcs[0] if len(srcs) == 1 else list(srcs), popts, dest)

@@ -12,18 +12,19 @@ not fetched, and the writer's deterministic compression gives the same digests a
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 
-from pkgchunk.errors import InputError
-from pkgchunk.io import open_manifest
+from pkgchunk.errors import InputError, PkgchunkError
+from pkgchunk.io import fetch_source, open_manifest
 from pkgchunk.oci.mediatypes import SAME_BYTES
 from pkgchunk.oci.read import Source, config_labels
 from pkgchunk.oci.spool import LayerBlob
 from pkgchunk.oci.write import ReusableBlob
 from pkgchunk.plan.record import BuildRecord
-from pkgchunk.refs import ImageRef, parse_ref
+from pkgchunk.refs import REMOTE_TRANSPORTS, ImageRef, parse_ref
 from pkgchunk.transport.skopeo import Side
 
 
@@ -44,11 +45,28 @@ class Previous:
     digest: str | None = None
     blobs: tuple[LayerBlob, ...] = ()
     image_ref: ImageRef | None = None
+    _fetched: tuple[LayerBlob, ...] | None = field(default=None, repr=False)
 
     @property
     def record(self) -> BuildRecord:
         """What the previous build recorded (plan, history, mtime policy), decoded once."""
         return BuildRecord.from_labels(self.labels)
+
+    def local_blobs(self) -> tuple[LayerBlob, ...]:
+        """Its layer blobs as files on disk: a remote build is copied whole by skopeo (it
+        has no single-blob fetch) into this build's work directory, once."""
+        if self.image_ref is None or self.image_ref.transport not in REMOTE_TRANSPORTS:
+            return self.blobs
+        if self._fetched is None:
+            assert self.workdir is not None
+            where = os.path.join(self.workdir, "fetched")
+            os.makedirs(where, exist_ok=True)
+            fetched = fetch_source(self.image_ref, where)
+            if len(fetched.layers) != len(self.blobs):
+                raise PkgchunkError(f"{self.ref}: skopeo copied {len(fetched.layers)} layers,"
+                                    f" its manifest has {len(self.blobs)}")
+            self._fetched = tuple(fetched.layers)
+        return self._fetched
 
     def close(self) -> None:
         if self.workdir:

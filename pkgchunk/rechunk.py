@@ -16,20 +16,24 @@ from dataclasses import dataclass
 
 from pkgchunk import bootc, progress
 from pkgchunk.carryforward import carry_forward
+from pkgchunk.errors import InputError
 from pkgchunk.image import Image
 from pkgchunk.io import has_tag, open_image, open_stack, write_image
 from pkgchunk.keepbase import Base, open_base
 from pkgchunk.oci.mediatypes import SAME_BYTES
 from pkgchunk.oci.write import KeptLayer, ReusableBlob, WriteOptions, WriteResult
+from pkgchunk.patching import Patched, patch_over
 from pkgchunk.pkgdb.model import Ownership
 from pkgchunk.pkgdb.ownership import collect
 from pkgchunk.plan import mtimes
 from pkgchunk.plan.above import compose_above
 from pkgchunk.plan.compose import PlanOutcome, compose
 from pkgchunk.plan.matches import unmatched_warnings
+from pkgchunk.plan.planner import Plan, PlannedLayer
 from pkgchunk.plan.record import BuildRecord
 from pkgchunk.plan.rules import Rules, default_rules_name, load_rules
 from pkgchunk.previous import Previous, open_previous
+from pkgchunk.progress import human_size
 from pkgchunk.prune import owner_key, prune, split_links
 from pkgchunk.refs import ImageRef, parse_ref
 from pkgchunk.sbom import read_os_release
@@ -81,6 +85,10 @@ class PlanOptions:
     labels: tuple[str, ...] = ()
     #: Give entries identical to the previous build's that build's (older) mtime (clamp only).
     carry: bool = True
+    #: ``--patch-layers K``: keep up to K top layers of the budget for patches, and write a
+    #: build over a previous one as its layers plus one layer of what changed
+    #: (``plan/patch.py``) while a slot is free and the patches stay small. Needs carry.
+    patch_layers: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,12 +112,16 @@ class Planned:
     #: Paths left out, per prefix.
     pruned: tuple[tuple[str, int], ...] = ()
     warnings: tuple[str, ...] = ()
+    #: A patch build (``--patch-layers``): ``base`` are the previous build's layers, and the
+    #: plan is the one patch layer; otherwise why no patch was written ('' when none asked).
+    patched: bool = False
+    patch_note: str = ""
 
     @property
     def notes(self) -> tuple[str, ...]:
         """Informational lines for stderr (the bootc detection line)."""
         note = self.policy.note if self.policy is not None else None
-        return (note,) if note else ()
+        return tuple(n for n in (note, self.patch_note) if n)
 
 
 @dataclass(frozen=True)
@@ -130,6 +142,19 @@ def _rules(opts: PlanOptions, ownership: Ownership) -> tuple[Rules, str]:
     return load_rules(name), name
 
 
+def _budget(opts: PlanOptions, rules: Rules) -> int | None:
+    """The layers the planner may fill: the budget less the slots kept for patches."""
+    if not opts.patch_layers:
+        return opts.max_layers
+    total = opts.max_layers or rules.max_layers
+    if opts.patch_layers >= total:
+        raise InputError(
+            f"--patch-layers {opts.patch_layers}: must leave at least one of the {total}"
+            " layers (--max-layers) for packages"
+        )
+    return total - opts.patch_layers
+
+
 def plan_tree(
     tree: FileTree,
     opts: PlanOptions,
@@ -146,7 +171,7 @@ def plan_tree(
         tree = split_links(tree, loose_links, owner_key(ownership.owners))
     rules, rules_name = _rules(opts, ownership)
     composed = compose(
-        tree, ownership, rules, previous, max_layers=opts.max_layers, fresh=opts.fresh,
+        tree, ownership, rules, previous, max_layers=_budget(opts, rules), fresh=opts.fresh,
         mtime_policy=opts.mtime_policy, source_date_epoch=source_date_epoch,
     )
     outcome = composed.outcome
@@ -160,6 +185,28 @@ def plan_tree(
         composed.tree, ownership, rules_name, outcome,
         composed.mtime.directory_epoch, composed.labels, warnings=(budget,) if budget else (),
     )
+
+
+def _as_patch(planned: Planned, patched: Patched) -> Planned:
+    """``planned`` as the patch build writes it (or, with no patch, its carried tree)."""
+    if not patched.patch:
+        return dataclasses.replace(planned, tree=patched.tree, labels=patched.labels,
+                                   patch_note=patched.reason)
+    (spec,) = patched.specs
+    touched = set(spec.paths)
+    groups = tuple(g.key for g in planned.outcome.groups if touched.intersection(g.paths))
+    names = sorted({v.rpartition("=")[0] for g in planned.outcome.groups
+                    if g.key in groups for v in g.versions})
+    layer = PlannedLayer(spec.name, groups, tuple(names), spec.paths, patched.bytes, 1.0)
+    outcome = dataclasses.replace(
+        planned.outcome, plan=Plan((layer,)), layer_specs=patched.specs, splits=(),
+    )
+    note = (f"patch layer {spec.name}: {patched.paths} paths, {human_size(patched.bytes)}"
+            f" of files, {len(spec.whiteouts)} removed, over the previous build's"
+            f" {len(patched.kept)} layers")
+    return dataclasses.replace(planned, tree=patched.tree, labels=patched.labels,
+                               outcome=outcome, base=patched.kept, patched=True,
+                               patch_note=note)
 
 
 def mark_reused(result: WriteResult, previous_digests: frozenset[str]) -> WriteResult:
@@ -260,13 +307,25 @@ def rechunk_packages(
                 image, opts, prev.record if prev else None, wopts.source_date_epoch, stack
             )
             carry_warnings: tuple[str, ...] = ()
-            if prev is not None and opts.carry and opts.mtime_policy == "clamp":
+            carrying = prev is not None and opts.carry and opts.mtime_policy == "clamp"
+            patched = None
+            if carrying and prev is not None and opts.patch_layers and not opts.fresh:
+                patched = patch_over(
+                    planned.tree, planned.outcome.groups, planned.outcome.layer_specs,
+                    planned.labels, prev, opts.patch_layers,
+                )
+            if patched is not None and (patched.patch or patched.read):
+                planned = _as_patch(planned, patched)
+            elif carrying and prev is not None:
                 carried = carry_forward(
                     planned.tree, planned.outcome.groups, planned.outcome.layer_specs,
                     planned.labels, prev,
                 )
                 planned = dataclasses.replace(planned, tree=carried.tree, labels=carried.labels)
                 carry_warnings = carried.warnings
+                if patched is not None:
+                    carry_warnings += patched.warnings
+                    planned = dataclasses.replace(planned, patch_note=patched.reason)
             t2 = time.monotonic()
             log.debug("planned %d layers (rules %s) in %.1f s",
                       len(planned.outcome.layer_specs), planned.rules_name, t2 - t1)

@@ -327,7 +327,8 @@ def plan_table(planned: Planned, result: WriteResult | None = None, *,
     rows[1:1] = _base_rows(planned, result is not None)
     lines = _table(rows, right=(1, 2, 3) if result is not None else (1, 2))
     total = human_size(sum(layer.bytes for layer in layers))
-    above = f" above {_count(len(planned.base), 'base layer')}" if planned.base else ""
+    kind = "layer of the previous build" if planned.patched else "base layer"
+    above = f" above {_count(len(planned.base), kind)}" if planned.base else ""
     if result is None:
         lines.append(f"{_count(len(layers), 'layer')}{above}, {total} uncompressed,"
                      f" rules {planned.rules_name}")
@@ -348,13 +349,13 @@ def plan_table(planned: Planned, result: WriteResult | None = None, *,
 def _base_rows(planned: Planned, written: bool) -> list[list[str]]:
     """The kept base layers (``--keep-base``), bottom first, marked as such."""
     out = []
+    name, what = ("prev", "(previous build, kept)") if planned.patched else ("base", "(base, kept)")
     for n, kept in enumerate(planned.base, 1):
         digest = kept.blob.digest.partition(":")[2][:12]
         if written:
-            out.append([f"base/{n}", "-", human_size(kept.blob.size), "-", digest,
-                        "(base, kept)"])
+            out.append([f"{name}/{n}", "-", human_size(kept.blob.size), "-", digest, what])
         else:
-            out.append([f"base/{n}", "-", "-", f"(base, kept) {digest}"])
+            out.append([f"{name}/{n}", "-", "-", f"{what} {digest}"])
     return out
 
 
@@ -373,6 +374,7 @@ def plan_json(planned: Planned) -> dict[str, Any]:
     return {
         "rules": planned.rules_name,
         "previous": planned.previous,
+        "patch": planned.patched,
         "base_layers": [
             {"digest": k.blob.digest, "diff_id": k.diff_id, "compressed_bytes": k.blob.size,
              "media_type": k.blob.media_type}

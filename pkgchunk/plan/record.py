@@ -41,6 +41,9 @@ MTIME_LABEL = "org.pkgchunk.mtime"
 #: How many bottom layers are a base kept byte for byte (``--keep-base``): ``layers=K``.
 #: A label of its own, so that a pkgchunk reading the plan label alone is not disturbed.
 BASE_LABEL = "org.pkgchunk.base"
+#: The top layers that patch the previous build's (``plan/patch.py``): ``layers=P;bytes=B``,
+#: B the file bytes they hold. Its own label, like the base's.
+PATCH_LABEL = "org.pkgchunk.patch"
 FORMAT_VERSION = 1
 HISTORY_CAP = 50
 MAX_LABEL_CHARS = 8 << 20
@@ -252,6 +255,35 @@ class MtimeRecord:
 
 
 @dataclass(frozen=True)
+class PatchRecord:
+    """How many top layers patch the layers below them, and the file bytes they hold."""
+
+    layers: int = 0
+    bytes: int = 0
+
+    def label(self) -> dict[str, str]:
+        """The config label recording the patches ({} when there are none)."""
+        return {PATCH_LABEL: f"layers={self.layers};bytes={self.bytes}"} if self.layers else {}
+
+    @classmethod
+    def parse(cls, value: object) -> PatchRecord | None:
+        """None when ``value`` is not ``layers=P;bytes=B`` (hostile input: never raises)."""
+        if not isinstance(value, str) or len(value) > 64:
+            return None
+        fields = {}
+        for part in value.split(";"):
+            key, _, num = part.partition("=")
+            if key not in ("layers", "bytes") or key in fields:
+                return None
+            if not (num.isascii() and num.isdigit()) or len(num) > 18:
+                return None
+            fields[key] = int(num)
+        if set(fields) != {"layers", "bytes"} or not 0 < fields["layers"] <= MAX_LAYERS:
+            return None
+        return cls(fields["layers"], fields["bytes"])
+
+
+@dataclass(frozen=True)
 class BuildRecord:
     """Everything pkgchunk recorded in an image's config labels, decoded once.
 
@@ -264,6 +296,8 @@ class BuildRecord:
     warnings: tuple[str, ...] = ()
     #: Bottom layers kept from a base (0: the whole image was planned).
     base_layers: int = 0
+    #: Top layers patching the previous build's layers (``plan/patch.py``).
+    patch: PatchRecord = PatchRecord()
 
     @classmethod
     def from_labels(cls, labels: Mapping[str, object] | None) -> BuildRecord:
@@ -289,7 +323,16 @@ class BuildRecord:
             if base < 0:
                 warnings.append(f"{BASE_LABEL} label: not layers=N; ignored")
                 base = 0
-        return cls(plan=plan, mtime=mtime, warnings=tuple(warnings), base_layers=base)
+        patch = PatchRecord()
+        raw_patch = labels.get(PATCH_LABEL)
+        if raw_patch is not None:
+            parsed = PatchRecord.parse(raw_patch)
+            if parsed is None:
+                warnings.append(f"{PATCH_LABEL} label: not layers=P;bytes=B; ignored")
+            else:
+                patch = parsed
+        return cls(plan=plan, mtime=mtime, warnings=tuple(warnings), base_layers=base,
+                   patch=patch)
 
     @property
     def carried_directory_epoch(self) -> int | None:
