@@ -138,9 +138,8 @@ def test_public_api_is_all_and_loads() -> None:
         _ = pkgchunk.no_such_name
 
 
-@pytest.mark.xfail(strict=True, reason="bench/ still imports internals (plan layers, records,"
-                   " mtimes, tree paths) that the public API does not export; open in issue 11")
 def test_bench_uses_only_the_public_api() -> None:
+    """The benchmark scripts pkgchunk as a user would: ``import pkgchunk`` and its ``__all__``."""
     bad = []
     for path in sorted((REPO / "bench").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
