@@ -6,12 +6,13 @@ Two strategies are registered into ``strategies.STRATEGIES``:
   the ``org.pkgchunk.plan`` label encoded for build N is decoded for build N+1;
 * ``pkgchunk-fresh``: the same without a previous plan (every build planned from scratch).
 
-Both run the library exactly as ``pkgchunk.plan.compose.compose`` does: ownership, the rules the
-image's family picks, ``mtimes.apply`` (policy ``clamp``, no SOURCE_DATE_EPOCH, like the CLI
-without one) and ``plan.compose.plan_layers`` with derived files following their origin.
+Both run the library exactly as ``pkgchunk.compose`` does, through its public API only:
+ownership, the rules the image's family picks (``default_rules_name``), ``apply_mtimes`` (policy
+``clamp``, no SOURCE_DATE_EPOCH, like the CLI without one) and ``plan_layers`` with derived files
+following their origin.
 
 Where the input is a real root (the Debian corpus, the RPM image), the tree and the ownership
-come from pkgchunk's own readers (``rootfs:`` input, ``ownership.collect``). A synthetic build
+come from pkgchunk's own readers (``rootfs:`` input, ``collect``). A synthetic build
 (the update series) has no root: its tree is made from the build's manifest and its ownership
 from the real ownership of the build the series started from (``register_reference``), with
 the series' version bumps and kernel renames applied. Without a reference (the ``--quick``
@@ -30,6 +31,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
@@ -39,16 +41,26 @@ import score  # noqa: E402
 from model import Build, PkgInfo  # noqa: E402
 from strategies import STRATEGIES, Plan, Prev, Strategy  # noqa: E402
 
-from pkgchunk.io import open_image  # noqa: E402
-from pkgchunk.pkgdb.model import Ownership, Package, PackageDb  # noqa: E402
-from pkgchunk.pkgdb.ownership import collect  # noqa: E402
-from pkgchunk.plan import mtimes  # noqa: E402
-from pkgchunk.plan.compose import plan_layers  # noqa: E402
-from pkgchunk.plan.record import decode  # noqa: E402
-from pkgchunk.plan.rules import Rules, default_rules_name, load_rules  # noqa: E402
-from pkgchunk.tree import Entry, FileTree  # noqa: E402
+from pkgchunk import (  # noqa: E402
+    BuildRecord,
+    Entry,
+    FileTree,
+    Ownership,
+    Package,
+    PackageDb,
+    Rules,
+    apply_mtimes,
+    collect,
+    default_rules_name,
+    directory_epoch,
+    load_rules,
+    open_image,
+    plan_layers,
+)
 
 POLICY_MODE = "pkgchunk-policy"
+#: The config label holding the plan the next build starts from (docs/planner.md).
+PLAN_LABEL = "org.pkgchunk.plan"
 _ROOTS: dict[str, Path] = {}
 _REFERENCE: list[Build] = []
 _RULES: dict[str, Rules] = {}
@@ -83,6 +95,8 @@ class View:
     ownership: Ownership
     rules: str
     directory_epoch: int | None
+    #: The config pkgchunk reads with a real root (``rootfs:``); None for a synthetic build.
+    config: Mapping[str, Any] | None = None
 
 
 def view(build: Build) -> View:
@@ -97,7 +111,7 @@ def view(build: Build) -> View:
             tree = image.tree
             ownership = collect(tree)
             # the policy tree keeps no reference to the image's workdir: rootfs data is in place
-            out = _make_view(tree, ownership)
+            out = _make_view(tree, ownership, image.config)
         missing = set(build.files) ^ set(out.tree.entries)
         if missing:
             raise ValueError(f"{root}: {len(missing)} paths differ from the bench manifest")
@@ -107,13 +121,15 @@ def view(build: Build) -> View:
     return out
 
 
-def _make_view(tree: FileTree, ownership: Ownership) -> View:
+def _make_view(
+    tree: FileTree, ownership: Ownership, config: Mapping[str, Any] | None = None
+) -> View:
     name = default_rules_name(ownership)
-    dirs = _CHAIN_EPOCH[0] if _CHAIN_EPOCH else mtimes.directory_epoch(tree, ownership)
-    policy_tree = mtimes.apply(
+    dirs = _CHAIN_EPOCH[0] if _CHAIN_EPOCH else directory_epoch(tree, ownership)
+    policy_tree = apply_mtimes(
         tree, ownership, policy="clamp", source_date_epoch=None, directory_epoch=dirs
     )
-    return View(policy_tree, ownership, name, dirs)
+    return View(policy_tree, ownership, name, dirs, config)
 
 
 def _rules(name: str) -> Rules:
@@ -237,6 +253,11 @@ def _renamed(name: str, ref_pkgs: Mapping[str, Package]) -> Package | None:
 # ---------------------------------------------------------------- strategies
 
 
+def record_of(plan_label: str) -> BuildRecord:
+    """What the next build reads from a build's plan label, decoded as the CLI decodes it."""
+    return BuildRecord.from_labels({PLAN_LABEL: plan_label})
+
+
 def make_strategy(fresh: bool) -> Strategy:
     labels: dict[tuple[int, int], tuple[Build, str]] = {}
 
@@ -246,7 +267,7 @@ def make_strategy(fresh: bool) -> Strategy:
         if prev is not None:
             held = labels.get((id(prev[0]), budget))
             if held is not None and held[0] is prev[0]:
-                previous = decode(held[1])
+                previous = record_of(held[1]).plan
         outcome = plan_layers(
             v.tree, v.ownership, _rules(v.rules), previous, max_layers=budget, fresh=fresh,
             derived="follow",

@@ -62,13 +62,11 @@ import pkgchunk_strategy  # noqa: E402
 import score  # noqa: E402
 from strategies import STRATEGIES  # noqa: E402
 
-from pkgchunk.diff import diff as pull_of  # noqa: E402
-from pkgchunk.image import LayerSpec  # noqa: E402
-from pkgchunk.oci.rootfs import minimal_config  # noqa: E402
-from pkgchunk.oci.write import WriteOptions, write_image  # noqa: E402
-from pkgchunk.plan.record import MTIME_LABEL, MtimeRecord  # noqa: E402
-from pkgchunk.previous import open_previous  # noqa: E402
-from pkgchunk.tree import encode_path  # noqa: E402
+from pkgchunk import LayerSpec, MtimeRecord, WriteOptions, open_previous, write_image  # noqa: E402
+from pkgchunk import diff as pull_of  # noqa: E402
+
+#: The config label holding the mtime policy a build applied (docs/planner.md).
+MTIME_LABEL = "org.pkgchunk.mtime"
 
 #: Every bounded strategy but pkgchunk's (which runs through its CLI).
 OTHERS = ("apko-origin", "chunkah", "ostree-ext", "ostree-ext-fresh", "nix-popularity")
@@ -152,10 +150,15 @@ def metadata_changed_paths(old: model.Build, new: model.Build) -> list[str]:
     return sorted(out)
 
 
+def path_bytes(path: str) -> bytes:
+    """A tree path as the bytes it names on disk (and the order pkgchunk sorts paths in)."""
+    return path.encode("utf-8", "surrogateescape")
+
+
 def tar_gzip_bytes(root: Path, paths: list[str], scratch: Path) -> int:
     """Bytes of ``tar`` of exactly these paths piped into ``gzip -6``."""
     lst = scratch / "floor.list"
-    lst.write_bytes(b"".join(p.encode("utf-8", "surrogateescape") + b"\0" for p in paths))
+    lst.write_bytes(b"".join(path_bytes(p) + b"\0" for p in paths))
     tar = subprocess.Popen(
         ["tar", "-C", str(root), "--no-recursion", "--null", "-T", str(lst), "-cf", "-"],
         stdout=subprocess.PIPE,
@@ -218,10 +221,12 @@ def breakdown(
 
 
 def write_plan(build: model.Build, plan: list[list[str]], ref: str, prev: str | None) -> None:
-    """One strategy's plan written by pkgchunk's writer from the policy-applied tree."""
-    tree = pkgchunk_strategy.view(build).tree
+    """One strategy's plan written by pkgchunk's writer from the policy-applied tree, with the
+    config pkgchunk gives a ``rootfs:`` input."""
+    view = pkgchunk_strategy.view(build)
+    assert view.config is not None, f"{build.name}: not read from a real root"
     specs = [
-        LayerSpec(f"layer-{i:03d}", tuple(sorted(paths, key=encode_path)))
+        LayerSpec(f"layer-{i:03d}", tuple(sorted(paths, key=path_bytes)))
         for i, paths in enumerate(plan) if paths
     ]
     reuse = {}
@@ -229,9 +234,8 @@ def write_plan(build: model.Build, plan: list[list[str]], ref: str, prev: str | 
         previous = open_previous(prev)
         reuse = dict(previous.reuse)
         previous.close()
-    dirs = pkgchunk_strategy.view(build).directory_epoch
-    labels = {MTIME_LABEL: MtimeRecord("clamp", None, dirs).label()}
-    write_image(tree, minimal_config(), specs, ref, WriteOptions(reuse=reuse, labels=labels))
+    labels = {MTIME_LABEL: MtimeRecord("clamp", None, view.directory_epoch).label()}
+    write_image(view.tree, view.config, specs, ref, WriteOptions(reuse=reuse, labels=labels))
 
 
 def other_strategy(

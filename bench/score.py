@@ -9,7 +9,7 @@ clamped: what remains is the files dpkg and scripts wrote) and ``clamped`` (desi
 an owned path's mtime clamped to its package's newest payload mtime, an unowned one to
 SOURCE_DATE_EPOCH). A fourth mode, ``pkgchunk-policy``, is registered by
 ``pkgchunk_strategy.py``: every path gets the mtime pkgchunk's own policy gives it
-(``pkgchunk.plan.mtimes.apply``, with the directory limit carried along the chain as the CLI
+(``pkgchunk.apply_mtimes``, with the directory limit carried along the chain as the CLI
 carries it) and every layer also carries the parent directories it needs, as pkgchunk's
 writer (and any tar writer that keeps directory metadata) does. It applies to every strategy:
 the same metadata for all, so only the layering differs. Sizes are the per-file gzip

@@ -33,8 +33,7 @@ import score  # noqa: E402
 from model import Build  # noqa: E402
 from strategies import STRATEGIES, Plan, Prev, Strategy  # noqa: E402
 
-from pkgchunk.plan.compose import plan_layers  # noqa: E402
-from pkgchunk.plan.record import decode  # noqa: E402
+from pkgchunk import plan_layers  # noqa: E402
 
 CARRY = "pkgchunk-carry"
 #: The chain being scored, in order (carry looks one build back).
@@ -76,7 +75,7 @@ def pkgchunk_with(threshold: int | None, fresh: bool = False) -> Strategy:
         if prev is not None:
             held = labels.get((id(prev[0]), budget))
             if held is not None and held[0] is prev[0]:
-                previous = decode(held[1])
+                previous = ps.record_of(held[1]).plan
         out = plan_layers(v.tree, v.ownership, rules, previous, max_layers=budget, fresh=fresh,
                           derived="follow")
         labels[(id(build), budget)] = (build, out.label)

@@ -1,8 +1,10 @@
 """pkgchunk: rechunk OCI images along package boundaries so updates pull only what changed.
 
 The public API is ``__all__``: the pipeline functions, their option and result
-dataclasses, and the errors. Everything else is internal and may move. Names load on
-first use (PEP 562), so ``import pkgchunk`` and the CLI's start stay cheap.
+dataclasses, the errors, and the building blocks of ``compose`` for a script that plans by
+hand (the mtime policy, ``plan_layers``, the rules and package types). Everything else is
+internal and may move. Names load on first use (PEP 562), so ``import pkgchunk`` and the
+CLI's start stay cheap.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-#: public name -> module that defines it
+#: public name -> module that defines it (``module:name`` when it is defined under another name)
 _API = {
     "rechunk_packages": "pkgchunk.rechunk",
     "plan_only": "pkgchunk.rechunk",
@@ -30,9 +32,17 @@ _API = {
     "Entry": "pkgchunk.tree",
     "collect": "pkgchunk.pkgdb.ownership",
     "Ownership": "pkgchunk.pkgdb.model",
+    "Package": "pkgchunk.pkgdb.model",
+    "PackageDb": "pkgchunk.pkgdb.model",
     "load_rules": "pkgchunk.plan.rules",
+    "default_rules_name": "pkgchunk.plan.rules",
+    "Rules": "pkgchunk.plan.rules",
+    "apply_mtimes": "pkgchunk.plan.mtimes:apply",
+    "directory_epoch": "pkgchunk.plan.mtimes",
     "compose": "pkgchunk.plan.compose",
+    "plan_layers": "pkgchunk.plan.compose",
     "BuildRecord": "pkgchunk.plan.record",
+    "MtimeRecord": "pkgchunk.plan.record",
     "open_previous": "pkgchunk.previous",
     "diff": "pkgchunk.diff",
     "DiffResult": "pkgchunk.diff",
@@ -54,26 +64,34 @@ __all__ = [
     "Image",
     "InputError",
     "LayerSpec",
+    "MtimeRecord",
     "OutputError",
     "Ownership",
+    "Package",
+    "PackageDb",
     "PkgchunkError",
     "PkgdbError",
     "PlanOptions",
     "Planned",
     "RechunkResult",
+    "Rules",
     "RulesError",
     "ToolMissingError",
     "VerifyResult",
     "WriteOptions",
     "WriteResult",
     "__version__",
+    "apply_mtimes",
     "collect",
     "compose",
+    "default_rules_name",
     "diff",
+    "directory_epoch",
     "load_rules",
     "open_image",
     "open_previous",
     "open_stack",
+    "plan_layers",
     "plan_only",
     "rechunk_packages",
     "verify",
@@ -93,11 +111,13 @@ if TYPE_CHECKING:
     from pkgchunk.image import Image, LayerSpec
     from pkgchunk.io import open_image, open_stack, write_image
     from pkgchunk.oci.write import WriteOptions, WriteResult
-    from pkgchunk.pkgdb.model import Ownership
+    from pkgchunk.pkgdb.model import Ownership, Package, PackageDb
     from pkgchunk.pkgdb.ownership import collect
-    from pkgchunk.plan.compose import compose
-    from pkgchunk.plan.record import BuildRecord
-    from pkgchunk.plan.rules import load_rules
+    from pkgchunk.plan.compose import compose, plan_layers
+    from pkgchunk.plan.mtimes import apply as apply_mtimes
+    from pkgchunk.plan.mtimes import directory_epoch
+    from pkgchunk.plan.record import BuildRecord, MtimeRecord
+    from pkgchunk.plan.rules import Rules, default_rules_name, load_rules
     from pkgchunk.previous import open_previous
     from pkgchunk.rechunk import Planned, PlanOptions, RechunkResult, plan_only, rechunk_packages
     from pkgchunk.tree import Entry, FileTree
@@ -105,9 +125,10 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    module = _API.get(name)
-    if module is None:
+    where = _API.get(name)
+    if where is None:
         raise AttributeError(f"module 'pkgchunk' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, _, defined = where.partition(":")
+    value = getattr(importlib.import_module(module), defined or name)
     globals()[name] = value
     return value
