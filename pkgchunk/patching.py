@@ -25,7 +25,7 @@ from pkgchunk.oci.write import KeptLayer, ReusableBlob
 from pkgchunk.plan import carry, patch
 from pkgchunk.plan.above import subtree
 from pkgchunk.plan.groups import Group
-from pkgchunk.plan.record import LABEL, PATCH_LABEL
+from pkgchunk.plan.record import LABEL, MTIME_LABEL, PATCH_LABEL
 from pkgchunk.previous import Previous
 from pkgchunk.tree import ContentHasher, FileTree
 
@@ -84,11 +84,21 @@ def patch_over(
                     == old_hash.digest(old.tree.entries[p])
                 ]
             changed = patch.delta(final, old.tree, same)
-            kept = tuple(_kept(n, info.digest, info.diff_id, old.blob_path, blobs[n - 1])
-                         for n, info in enumerate(old.layers, 1))
+            kept = tuple(
+                _kept(n, info.digest, info.diff_id, old.blob_path, blobs[n - 1],
+                      prev.comments[n - 1] if prev.comments else "")
+                for n, info in enumerate(old.layers, 1)
+            )
     except PkgchunkError as err:
         return Patched(False, tree, labels, reason=f"no patch layer: {err}",
                        warnings=(f"{err}; no patch layer, every layer planned again",))
+    if not changed.paths and not changed.whiteouts:
+        # Nothing changed: the previous image again, its record too, so a rebuild of the same
+        # input gives the same manifest digest (bootc takes a new digest as an update).
+        same_record = {k: prev.labels[k] for k in (LABEL, MTIME_LABEL, PATCH_LABEL)
+                       if k in prev.labels}
+        return Patched(True, subtree(final, ()), {**labels, **same_record}, kept=kept,
+                       read=True, carried=len(carried.paths), seconds=time.monotonic() - t0)
     written = patch.written_bytes(final, changed.paths)
     # The mtime record names the previous build always: every entry below the patch has the
     # mtime that build wrote, which verify checks against it.
@@ -119,11 +129,12 @@ def patch_over(
 
 
 def _kept(
-    n: int, digest: str, diff_id: str, paths: Mapping[str, str], blob: LayerBlob
+    n: int, digest: str, diff_id: str, paths: Mapping[str, str], blob: LayerBlob, comment: str
 ) -> KeptLayer:
-    """The previous build's layer ``n`` as it is (its own media type and annotations)."""
+    """The previous build's layer ``n`` as it is (its own media type, annotations and
+    history entry)."""
     media_type = SAME_BYTES.get(blob.media_type, blob.media_type)
     reusable = ReusableBlob(paths.get(digest, blob.path), digest, blob.size or 0, media_type,
                             blob.annotations)
     return KeptLayer(reusable, diff_id, blob.annotations,
-                     comment=f"pkgchunk: layer {n} of the previous build")
+                     comment=comment or f"pkgchunk: layer {n} of the previous build")

@@ -45,6 +45,9 @@ class Previous:
     digest: str | None = None
     blobs: tuple[LayerBlob, ...] = ()
     image_ref: ImageRef | None = None
+    #: The ``created_by`` of each layer's history entry, when the config has one per layer
+    #: (a patch build writes them again for the layers it keeps).
+    comments: tuple[str, ...] = ()
     _fetched: tuple[LayerBlob, ...] | None = field(default=None, repr=False)
 
     @property
@@ -96,6 +99,15 @@ def _from_source(label: str, source: Source) -> tuple[dict[str, str], dict[str, 
     return labels, reuse
 
 
+def _comments(source: Source) -> tuple[str, ...]:
+    history = source.config.get("history")
+    if not isinstance(history, list):
+        return ()
+    out = [str(h.get("created_by", "")) for h in history
+           if isinstance(h, dict) and not h.get("empty_layer")]
+    return tuple(out) if len(out) == len(source.layers) else ()
+
+
 def open_previous(ref: str | ImageRef, side: Side = "src") -> Previous:
     """Read ``ref``'s config and manifest (verified); raises InputError when unusable.
 
@@ -111,7 +123,7 @@ def open_previous(ref: str | ImageRef, side: Side = "src") -> Previous:
         digests = frozenset(b.digest for b in source.layers if b.digest)
         return Previous(
             str(image_ref), labels, reuse, workdir, digests, source.digest,
-            tuple(source.layers), image_ref,
+            tuple(source.layers), image_ref, _comments(source),
         )
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -142,6 +142,15 @@ def _rules(opts: PlanOptions, ownership: Ownership) -> tuple[Rules, str]:
     return load_rules(name), name
 
 
+def _check(opts: PlanOptions) -> None:
+    """Options that cannot work together fail before any image is read."""
+    if opts.rules is not None:
+        load_rules(opts.rules)  # a bad rules file fails now
+    if opts.patch_layers and opts.keep_base is not None:
+        raise InputError("--patch-layers and --keep-base do not combine: the base's layers"
+                         " are kept byte for byte already, and only a whole plan is patched")
+
+
 def _budget(opts: PlanOptions, rules: Rules) -> int | None:
     """The layers the planner may fill: the budget less the slots kept for patches."""
     if not opts.patch_layers:
@@ -192,6 +201,13 @@ def _as_patch(planned: Planned, patched: Patched) -> Planned:
     if not patched.patch:
         return dataclasses.replace(planned, tree=patched.tree, labels=patched.labels,
                                    patch_note=patched.reason)
+    if not patched.specs:
+        empty = dataclasses.replace(planned.outcome, plan=Plan(()), layer_specs=(), splits=())
+        return dataclasses.replace(
+            planned, tree=patched.tree, labels=patched.labels, outcome=empty,
+            base=patched.kept, patched=True,
+            patch_note="no change since the previous build: its layers as they are",
+        )
     (spec,) = patched.specs
     touched = set(spec.paths)
     groups = tuple(g.key for g in planned.outcome.groups if touched.intersection(g.paths))
@@ -290,8 +306,7 @@ def rechunk_packages(
     write DEST reusing every unchanged compressed layer. Several sources are stacked
     in order and rechunked as one image (a merge)."""
     opts = opts or PlanOptions()
-    if opts.rules is not None:
-        load_rules(opts.rules)  # a bad rules file fails now, before any image is read
+    _check(opts)
     wopts = write or WriteOptions()
     dest_ref = parse_ref(dest, output=True) if isinstance(dest, str) else dest
     with contextlib.ExitStack() as stack:
@@ -358,8 +373,7 @@ def plan_only(
     """The plan ``rechunk`` would write for SRC (``pkgchunk plan``); with ``dest``, the
     previous build is found as rechunk finds it (``--prev``, else DEST's tag)."""
     opts = opts or PlanOptions()
-    if opts.rules is not None:
-        load_rules(opts.rules)  # a bad rules file fails now, before any image is read
+    _check(opts)
     if dest is not None:
         prev = _previous(parse_ref(dest, output=True) if isinstance(dest, str) else dest, opts)
     else:

@@ -21,6 +21,7 @@ import pytest
 from pkgchunk.diff import diff
 from pkgchunk.errors import InputError
 from pkgchunk.io import open_image
+from pkgchunk.oci.write import WriteOptions
 from pkgchunk.plan.record import BuildRecord, PatchRecord
 from pkgchunk.rechunk import PlanOptions, RechunkResult, rechunk_packages
 from pkgchunk.verify import verify
@@ -204,3 +205,31 @@ def test_a_budget_with_no_room_for_packages_is_one_error(series: Series) -> None
                          PlanOptions(max_layers=8, patch_layers=8))
     assert not (series.out / "index.json").exists() or "bad" not in (
         series.out / "index.json").read_text()
+
+
+def test_a_rebuild_of_the_same_input_is_the_same_image(series: Series) -> None:
+    def build(n: int, tag: str, prev: str | None) -> RechunkResult:
+        return rechunk_packages(
+            f"rootfs:{series.roots[n - 1]}", f"oci:{series.out}:{tag}",
+            PlanOptions(max_layers=8, patch_layers=2,
+                        prev=f"oci:{series.out}:{prev}" if prev else None),
+            WriteOptions(source_date_epoch=1_700_000_000),
+        )
+
+    build(1, "same1", None)
+    patched = build(2, "same2", "same1")
+    again = build(2, "same3", "same2")
+    assert patched.planned.patched and again.planned.patched
+    assert "no change" in again.planned.patch_note
+    assert again.write.manifest_digest == patched.write.manifest_digest
+
+
+def test_patches_and_a_kept_base_are_one_error_line(series: Series) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pkgchunk.cli", "rechunk", f"rootfs:{series.roots[0]}",
+         f"oci:{series.out}:kb", "--patch-layers", "2", "--keep-base", "1"],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "do not combine" in done.stderr
+    assert "Traceback" not in done.stderr
