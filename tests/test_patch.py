@@ -233,3 +233,39 @@ def test_patches_and_a_kept_base_are_one_error_line(series: Series) -> None:
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "do not combine" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_a_registry_tag_is_patched_in_place(series: Series, tmp_path: Path) -> None:
+    """The CI loop: rechunk straight to a registry tag, whose image is the previous build."""
+    from pkgchunk.transport.skopeo import TransportOptions, transport_options
+    from tests.registry import running_registry
+
+    skopeo = require_tool("skopeo")
+    with running_registry(tmp_path) as registry, transport_options(
+        TransportOptions(src_tls_verify=False, dest_tls_verify=False)
+    ):
+        dest = f"docker://{registry.host}/app:latest"
+        opts = PlanOptions(max_layers=8, patch_layers=2)
+        first = rechunk_packages(f"rootfs:{series.roots[0]}", dest, opts)
+        second = rechunk_packages(f"rootfs:{series.roots[1]}", dest, opts)
+        assert second.previous == dest and second.planned.patched, second.planned.patch_note
+
+        def layers(ref: str) -> list[str]:
+            raw = subprocess.run([skopeo, "inspect", "--raw", "--tls-verify=false", ref],
+                                 check=True, capture_output=True, text=True).stdout
+            return [la["digest"] for la in json.loads(raw)["layers"]]
+
+        before = f"docker://{registry.host}/app@{first.write.manifest_digest}"
+        assert layers(dest)[:-1] == layers(before)
+        local = tmp_path / "client"
+        subprocess.run([skopeo, "copy", "-q", "--src-tls-verify=false", before,
+                        f"oci:{local}:v1"], check=True, capture_output=True)
+        mid = registry.log.stat().st_size
+        subprocess.run([skopeo, "copy", "-q", "--src-tls-verify=false", dest,
+                        f"oci:{local}:v2"], check=True, capture_output=True)
+        # a client holding v1 fetches exactly one layer blob for v2: the patch
+        fetched = {d for d, _ in registry.blob_gets(mid)}
+        assert {d for d in fetched if d in layers(dest)} == {layers(dest)[-1]}
+        result = verify(f"rootfs:{series.roots[1]}", f"oci:{local}:v2", prev=f"oci:{local}:v1")
+        assert result.identical, result.differences
