@@ -218,12 +218,13 @@ def _plan_options(f: F) -> F:
                      help="Keep the base image REF's layers (or SRC's bottom N layers) byte"
                      " for byte and plan only what is above them; --max-layers then"
                      " bounds the layers above the base."),
-        click.option("--patch-layers", "patch_layers", type=click.IntRange(min=0), default=0,
-                     show_default=True, metavar="K",
+        click.option("--patch-layers", "patch_layers", type=click.IntRange(min=0),
+                     default=None, metavar="K",
                      help="Keep K of --max-layers free for patches: a build over a previous one"
                      " is then written as its layers byte for byte plus one layer of what"
                      " changed, while a slot is free and the patches hold under half the"
-                     " image's bytes; after that every layer is planned again."),
+                     " image's bytes; after that every layer is planned again"
+                     " [default: the rules' patch_layers, 0 in the shipped rules]."),
         click.option("--keep-sysroot", is_flag=True,
                      help="bootc images: keep the ostree object store under /sysroot/ostree"
                      " and the ostree.commit/ostree.final-diffid labels (left out by default)."),
@@ -288,7 +289,8 @@ def _split_images(images: tuple[str, ...]) -> tuple[list[str], str]:
 def rechunk_cmd(
     images: tuple[str, ...], rules: str | None, max_layers: int | None, prev: str | None,
     fresh: bool, mtime_policy: str, ignore_pkgdb_errors: bool, keep_base: str | None,
-    patch_layers: int, keep_sysroot: bool, prune: tuple[str, ...], label_edits: tuple[str, ...],
+    patch_layers: int | None, keep_sysroot: bool, prune: tuple[str, ...],
+    label_edits: tuple[str, ...],
     compression: str,
     level: int | None, source_date_epoch: int | None, jobs: int | None, no_carry: bool,
     as_json: bool, sbom: tuple[str, str] | None,
@@ -361,7 +363,8 @@ def rechunk_cmd(
 def plan_cmd(
     srcs: tuple[str, ...], rules: str | None, max_layers: int | None, prev: str | None,
     fresh: bool, mtime_policy: str, ignore_pkgdb_errors: bool, keep_base: str | None,
-    patch_layers: int, keep_sysroot: bool, prune: tuple[str, ...], label_edits: tuple[str, ...],
+    patch_layers: int | None, keep_sysroot: bool, prune: tuple[str, ...],
+    label_edits: tuple[str, ...],
     dest: str | None,
     as_json: bool,
 ) -> None:

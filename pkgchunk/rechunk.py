@@ -88,7 +88,8 @@ class PlanOptions:
     #: ``--patch-layers K``: keep up to K top layers of the budget for patches, and write a
     #: build over a previous one as its layers plus one layer of what changed
     #: (``plan/patch.py``) while a slot is free and the patches stay small. Needs carry.
-    patch_layers: int = 0
+    #: None: the rules' ``patch_layers`` (0 in every shipped rules file).
+    patch_layers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,8 @@ class Planned:
     #: plan is the one patch layer; otherwise why no patch was written ('' when none asked).
     patched: bool = False
     patch_note: str = ""
+    #: The patch slots this build kept free (``--patch-layers``, else the rules').
+    patch_slots: int = 0
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -151,17 +154,19 @@ def _check(opts: PlanOptions) -> None:
                          " are kept byte for byte already, and only a whole plan is patched")
 
 
-def _budget(opts: PlanOptions, rules: Rules) -> int | None:
-    """The layers the planner may fill: the budget less the slots kept for patches."""
-    if not opts.patch_layers:
-        return opts.max_layers
+def _budget(opts: PlanOptions, rules: Rules) -> tuple[int | None, int]:
+    """The layers the planner may fill (the budget less the slots kept for patches), and
+    the slots."""
+    slots = rules.patch_layers if opts.patch_layers is None else opts.patch_layers
+    if not slots:
+        return opts.max_layers, 0
     total = opts.max_layers or rules.max_layers
-    if opts.patch_layers >= total:
+    if slots >= total:
         raise InputError(
-            f"--patch-layers {opts.patch_layers}: must leave at least one of the {total}"
+            f"--patch-layers {slots}: must leave at least one of the {total}"
             " layers (--max-layers) for packages"
         )
-    return total - opts.patch_layers
+    return total - slots, slots
 
 
 def plan_tree(
@@ -179,8 +184,9 @@ def plan_tree(
     if loose_links:
         tree = split_links(tree, loose_links, owner_key(ownership.owners))
     rules, rules_name = _rules(opts, ownership)
+    fill, slots = _budget(opts, rules)
     composed = compose(
-        tree, ownership, rules, previous, max_layers=_budget(opts, rules), fresh=opts.fresh,
+        tree, ownership, rules, previous, max_layers=fill, fresh=opts.fresh,
         mtime_policy=opts.mtime_policy, source_date_epoch=source_date_epoch,
     )
     outcome = composed.outcome
@@ -193,6 +199,7 @@ def plan_tree(
     return Planned(
         composed.tree, ownership, rules_name, outcome,
         composed.mtime.directory_epoch, composed.labels, warnings=(budget,) if budget else (),
+        patch_slots=slots,
     )
 
 
@@ -324,10 +331,10 @@ def rechunk_packages(
             carry_warnings: tuple[str, ...] = ()
             carrying = prev is not None and opts.carry and opts.mtime_policy == "clamp"
             patched = None
-            if carrying and prev is not None and opts.patch_layers and not opts.fresh:
+            if carrying and prev is not None and planned.patch_slots and not opts.fresh:
                 patched = patch_over(
                     planned.tree, planned.outcome.groups, planned.outcome.layer_specs,
-                    planned.labels, prev, opts.patch_layers,
+                    planned.labels, prev, planned.patch_slots,
                 )
             if patched is not None and (patched.patch or patched.read):
                 planned = _as_patch(planned, patched)

@@ -269,3 +269,19 @@ def test_a_registry_tag_is_patched_in_place(series: Series, tmp_path: Path) -> N
         assert {d for d in fetched if d in layers(dest)} == {layers(dest)[-1]}
         result = verify(f"rootfs:{series.roots[1]}", f"oci:{local}:v2", prev=f"oci:{local}:v1")
         assert result.identical, result.differences
+
+
+def test_the_rules_file_can_keep_the_slots(series: Series, tmp_path: Path) -> None:
+    """A maintainer sets patch_layers once in the rules; --patch-layers 0 turns it off."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nextends: debian\nmax_layers: 8\npatch_layers: 2\n")
+    out = tmp_path / "out"
+    first = rechunk_packages(f"rootfs:{series.roots[0]}", f"oci:{out}:r1",
+                             PlanOptions(rules=str(rules)))
+    assert first.planned.patch_slots == 2 and len(first.write.layers) <= 6
+    second = rechunk_packages(f"rootfs:{series.roots[1]}", f"oci:{out}:r2",
+                              PlanOptions(rules=str(rules), prev=f"oci:{out}:r1"))
+    assert second.planned.patched
+    off = rechunk_packages(f"rootfs:{series.roots[1]}", f"oci:{out}:r3",
+                           PlanOptions(rules=str(rules), prev=f"oci:{out}:r1", patch_layers=0))
+    assert not off.planned.patched and off.planned.patch_slots == 0

@@ -153,6 +153,8 @@ class Rules:
     extends: tuple[str, ...] = ()
     #: Package groups at least this big are split by how their files behave (plan/split.py).
     split_threshold: int = DEFAULT_SPLIT_THRESHOLD
+    #: Layers of ``max_layers`` kept for patch layers (plan/patch.py; ``--patch-layers``).
+    patch_layers: int = 0
 
 
 # --------------------------------------------------------------------------- parsing
@@ -334,7 +336,7 @@ _GROUP_KEYS = ("name", "packages", "sources", "paths", "dedicated", "frequency")
 _BUCKET_KEYS = ("name", "paths", "dedicated", "frequency")
 _TOP_KEYS = (
     "version", "extends", "max_layers", "group_by", "groups", "buckets", "big_file_threshold",
-    "split_threshold",
+    "split_threshold", "patch_layers",
 )
 
 
@@ -530,6 +532,15 @@ def parse_rules(
     if "split_threshold" in top:
         with ctx.collect():
             split = _size(ctx, top["split_threshold"], "split_threshold")
+    patch_layers = base.patch_layers if base else 0
+    if "patch_layers" in top:
+        with ctx.collect():
+            patch_layers = _int(ctx, top["patch_layers"], "patch_layers")
+            if not 0 <= patch_layers < max_layers:
+                raise ctx.fail(
+                    top["patch_layers"],
+                    f"patch_layers must be between 0 and {max_layers - 1} (max_layers - 1)",
+                )
 
     seen: dict[str, Node] = {}
 
@@ -576,6 +587,7 @@ def parse_rules(
         big_file_threshold=threshold,
         extends=(base.source, *base.extends) if base is not None else (),
         split_threshold=split,
+        patch_layers=patch_layers,
     )
 
 

@@ -132,6 +132,10 @@ CASES = [
         "dedicated must be true or false, not 'yes'",
     ),
     ("version: 1\nbig_file_threshold: 16MB\n", "16MB", "'16MB' is ambiguous: write M or MiB"),
+    ("version: 1\nmax_layers: 7\npatch_layers: 12\n", "12",
+     "patch_layers must be between 0 and 6 (max_layers - 1)"),
+    ("version: 1\npatch_layers: -1\n", "-1", "patch_layers must be between 0"),
+    ("version: 1\npatch_layers: two\n", "two", "patch_layers must be an integer"),
 ]
 
 
@@ -220,6 +224,7 @@ def test_valid_file_gives_typed_rules(tmp_path: Path) -> None:
         "max_layers: 0x20\n"
         "group_by: name\n"
         "big_file_threshold: 1.5M\n"
+        "patch_layers: 3\n"
         "groups:\n"
         "  - name: kernel\n"
         "    sources: [linux]\n"
@@ -236,6 +241,7 @@ def test_valid_file_gives_typed_rules(tmp_path: Path) -> None:
     assert rules.max_layers == 32
     assert rules.group_by == "name"
     assert rules.big_file_threshold == 1536 * 1024
+    assert rules.patch_layers == 3
     (kernel,) = rules.groups
     assert kernel.sources == ("linux",)
     assert kernel.paths == ("usr/lib/modules/*",)  # leading '/' dropped
