@@ -73,6 +73,7 @@ def rules_check_text(check: RulesCheck, verbose: bool = False) -> str:
         f"{r.source}: valid{base}; {len(r.groups)} groups, {len(r.buckets)} buckets,"
         f" max_layers {r.max_layers}, group_by {r.group_by},"
         f" big_file_threshold {human_size(r.big_file_threshold)}"
+        + (f", patch_layers {r.patch_layers}" if r.patch_layers else "")
     ]
     if check.image is None:
         return "\n".join(lines)
@@ -98,6 +99,7 @@ def rules_check_json(check: RulesCheck) -> dict[str, Any]:
         "max_layers": r.max_layers,
         "group_by": r.group_by,
         "big_file_threshold": r.big_file_threshold,
+        "patch_layers": r.patch_layers,
         "image": check.image,
         "matches": [
             {"kind": m.kind, "name": m.name, "origin": m.origin, "packages": list(m.packages),
