@@ -388,7 +388,13 @@ def plan_only(
     try:
         with _open_sources(src) as image, contextlib.ExitStack() as stack:
             planned = _plan(image, opts, prev.record if prev else None, None, stack)
-            return dataclasses.replace(planned, previous=prev.ref if prev else None)
+            note = planned.patch_note
+            if prev is not None and planned.patch_slots and not opts.fresh:
+                note = (f"this is the full plan; with {planned.patch_slots} patch slots rechunk"
+                        " writes the previous build's layers plus one patch layer instead, when"
+                        " one fits")
+            return dataclasses.replace(planned, previous=prev.ref if prev else None,
+                                       patch_note=note)
     finally:
         if prev is not None:
             prev.close()

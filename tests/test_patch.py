@@ -285,3 +285,13 @@ def test_the_rules_file_can_keep_the_slots(series: Series, tmp_path: Path) -> No
     off = rechunk_packages(f"rootfs:{series.roots[1]}", f"oci:{out}:r3",
                            PlanOptions(rules=str(rules), prev=f"oci:{out}:r1", patch_layers=0))
     assert not off.planned.patched and off.planned.patch_slots == 0
+
+
+def test_plan_says_rechunk_may_patch_instead(series: Series,
+                                             built: list[RechunkResult]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pkgchunk.cli", "plan", f"rootfs:{series.roots[1]}",
+         "--max-layers", "8", "--patch-layers", "2", "--prev", f"oci:{series.out}:v1"],
+        capture_output=True, text=True, check=True,
+    )
+    assert "plus one patch layer instead" in done.stderr
