@@ -25,7 +25,6 @@ The carrying step's own cost (layers read, bytes, files hashed, seconds) is take
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import shutil
@@ -41,37 +40,17 @@ import model  # noqa: E402
 import pkgchunk_strategy  # noqa: E402
 import realupdate  # noqa: E402
 
-from pkgchunk import Entry, FileTree, open_image  # noqa: E402
+from pkgchunk import ContentHasher, open_image  # noqa: E402
 
 MB = 1e6
 _LOG = re.compile(r"carried (\d+) entries forward from .*: read (\d+) of (\d+) layers "
                   r"\((\d+) bytes\), hashed (\d+) files, ([\d.]+) s")
 
 
-class Hasher:
-    """sha256 of a tree's regular files, once per data location (hard links share theirs)."""
-
-    def __init__(self, tree: FileTree) -> None:
-        self._tree = tree
-        self._cache: dict[tuple[str, int, int], str] = {}
-
-    def digest(self, entry: Entry) -> str:
-        assert entry.data is not None
-        key = (entry.data.source, entry.data.offset, entry.size)
-        got = self._cache.get(key)
-        if got is None:
-            h = hashlib.sha256()
-            with self._tree.open(entry.path) as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-            got = self._cache[key] = h.hexdigest()
-        return got
-
-
 def changed_entries(old_ref: str, new_ref: str) -> list[str]:
     """Paths of ``new_ref`` whose tar entry or content differs from ``old_ref``'s."""
     with open_image(old_ref) as a, open_image(new_ref) as b:
-        ha, hb = Hasher(a.tree), Hasher(b.tree)
+        ha, hb = ContentHasher(a.tree), ContentHasher(b.tree)
         out = []
         for path, e in b.tree.entries.items():
             o = a.tree.entries.get(path)

@@ -30,6 +30,7 @@ _API = {
     "LayerSpec": "pkgchunk.image",
     "FileTree": "pkgchunk.tree",
     "Entry": "pkgchunk.tree",
+    "ContentHasher": "pkgchunk.tree",
     "collect": "pkgchunk.pkgdb.ownership",
     "Ownership": "pkgchunk.pkgdb.model",
     "Package": "pkgchunk.pkgdb.model",
@@ -58,6 +59,7 @@ _API = {
 
 __all__ = [
     "BuildRecord",
+    "ContentHasher",
     "DiffResult",
     "Entry",
     "FileTree",
@@ -120,7 +122,7 @@ if TYPE_CHECKING:
     from pkgchunk.plan.rules import Rules, default_rules_name, load_rules
     from pkgchunk.previous import open_previous
     from pkgchunk.rechunk import Planned, PlanOptions, RechunkResult, plan_only, rechunk_packages
-    from pkgchunk.tree import Entry, FileTree
+    from pkgchunk.tree import ContentHasher, Entry, FileTree
     from pkgchunk.verify import VerifyResult, verify
 
 

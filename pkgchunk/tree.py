@@ -307,6 +307,16 @@ def join(base: str, name: str) -> str:
     return posixpath.join(base, name) if base else name
 
 
+def link_sets(tree: FileTree) -> dict[str, frozenset[str]]:
+    """path -> every path of its hardlink group (group ids are labels private to one tree,
+    so two trees' groups compare by their paths)."""
+    by_id: dict[int, set[str]] = {}
+    for path, entry in tree.entries.items():
+        if entry.link:
+            by_id.setdefault(entry.link, set()).add(path)
+    return {p: frozenset(paths) for paths in by_id.values() for p in paths}
+
+
 class ContentHasher:
     """sha256 (hex) of regular files, once per data location (hardlinks share theirs).
 

@@ -27,7 +27,7 @@ from pkgchunk.plan import mtimes
 from pkgchunk.plan.compose import PlanOutcome, mtime_record, plan_layers
 from pkgchunk.plan.record import BuildRecord, MtimeRecord, base_labels, record_labels
 from pkgchunk.plan.rules import Rules
-from pkgchunk.tree import Entry, FileTree, ancestors, encode_path
+from pkgchunk.tree import Entry, FileTree, ancestors, encode_path, link_sets
 
 #: The layer holding the whiteouts when nothing else is written above the base.
 WHITEOUT_LAYER = "whiteouts"
@@ -51,15 +51,6 @@ class Delta:
         )
 
 
-def _link_sets(tree: FileTree) -> dict[str, frozenset[str]]:
-    """path -> the paths of its hardlink group (group ids are per-tree labels)."""
-    by_id: dict[int, set[str]] = {}
-    for path, entry in tree.entries.items():
-        if entry.link:
-            by_id.setdefault(entry.link, set()).add(path)
-    return {p: frozenset(paths) for paths in by_id.values() for p in paths}
-
-
 def _same(a: Entry, b: Entry) -> bool:
     return dataclasses.replace(a, link=0) == dataclasses.replace(b, link=0)
 
@@ -67,31 +58,45 @@ def _same(a: Entry, b: Entry) -> bool:
 def delta(base: FileTree, full: FileTree) -> Delta:
     """The delta of ``full`` over ``base`` (both flattened from the same spooled layers, so
     an untouched file has the same data location in both)."""
-    links_base, links_full = _link_sets(base), _link_sets(full)
-    changed: set[str] = set()
-    for path, entry in full.entries.items():
-        old = base.entries.get(path)
-        if old is None or not _same(old, entry) or links_base.get(path) != links_full.get(path):
-            changed.add(path)
-    for path in list(changed):
-        changed.update(links_full.get(path, ()))  # a hardlink group is one inode: whole
-    # Every directory above a changed path is written too, whether or not its own entry
-    # differs from the base's: installing into a base directory moves its mtime to the
-    # install's second, so "differs" would depend on timing, and the layers holding such a
-    # directory would change digest from one build to the next.
-    for path in list(changed):
+    links_base, links_full = link_sets(base), link_sets(full)
+    changed = {
+        path for path, entry in full.entries.items()
+        if (old := base.entries.get(path)) is None or not _same(old, entry)
+        or links_base.get(path) != links_full.get(path)
+    }
+    return complete(changed, base, full, links_full)
+
+
+def complete(
+    changed: set[str], lower: FileTree, upper: FileTree,
+    links: dict[str, frozenset[str]] | None = None,
+) -> Delta:
+    """The delta a layer above ``lower`` needs so that the two flatten to ``upper``, from the
+    paths whose entries differ (``changed``; ``links``: ``upper``'s hardlink sets): whole
+    hardlink sets, every directory above them, and a whiteout for the topmost of the paths
+    ``upper`` lacks or holds as another kind of node where one of the two is a directory.
+
+    Every directory above a changed path is written, whether or not its own entry differs:
+    installing into a directory moves its mtime to the install's second, so "differs" would
+    depend on timing, and the layers holding such a directory would change digest from one
+    build to the next."""
+    links = link_sets(upper) if links is None else links
+    out = set(changed)
+    for path in changed:
+        out.update(links.get(path, ()))  # a hardlink group is one inode: whole
+    for path in list(out):
         for anc in ancestors(path):
-            above = full.entries.get(anc)
+            above = upper.entries.get(anc)
             if above is not None and above.kind == "dir":
-                changed.add(anc)
-    gone: set[str] = set()
-    for path, old in base.entries.items():
-        new = full.entries.get(path)
-        if new is None or (new.kind != old.kind and "dir" in (new.kind, old.kind)):
-            gone.add(path)
+                out.add(anc)
+    gone = {
+        path for path, old in lower.entries.items()
+        if (now := upper.entries.get(path)) is None
+        or (now.kind != old.kind and "dir" in (now.kind, old.kind))
+    }
     top = [p for p in gone if not any(a in gone for a in ancestors(p))]
     return Delta(
-        paths=tuple(sorted(changed, key=encode_path)),
+        paths=tuple(sorted(out, key=encode_path)),
         whiteouts=tuple(sorted(top, key=encode_path)),
     )
 

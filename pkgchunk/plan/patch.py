@@ -25,11 +25,11 @@ import dataclasses
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from pkgchunk.plan.above import Delta
+from pkgchunk.plan.above import Delta, complete
 from pkgchunk.plan.groups import Group
 from pkgchunk.plan.planner import Plan, PlannedLayer, PreviousPlan
 from pkgchunk.plan.record import PatchRecord, encode
-from pkgchunk.tree import Entry, FileTree, ancestors, encode_path
+from pkgchunk.tree import Entry, FileTree, link_sets
 
 #: The patches' files may hold at most this share of the image's file bytes: beyond it the
 #: old copies they hide cost more storage than a fresh plan costs pull.
@@ -42,14 +42,6 @@ PATCH_NAME = "patch/{n}"
 def _meta(entry: Entry) -> Entry:
     """Everything a tar header carries, without where the content lives."""
     return dataclasses.replace(entry, data=None, link=0)
-
-
-def _link_sets(tree: FileTree) -> dict[str, frozenset[str]]:
-    by_id: dict[int, set[str]] = {}
-    for path, entry in tree.entries.items():
-        if entry.link:
-            by_id.setdefault(entry.link, set()).add(path)
-    return {p: frozenset(paths) for paths in by_id.values() for p in paths}
 
 
 def to_hash(new: FileTree, old: FileTree) -> list[str]:
@@ -70,35 +62,16 @@ def delta(new: FileTree, old: FileTree, same_content: Collection[str]) -> Delta:
     regular files hashed equal), whole hardlink sets, every directory above a written path,
     and whiteouts for the topmost of the paths ``new`` lacks (or holds as another kind of
     node where one of the two is a directory)."""
-    links_old, links_new = _link_sets(old), _link_sets(new)
+    links_old, links_new = link_sets(old), link_sets(new)
     same = set(same_content)
-    changed: set[str] = set()
-    for path, entry in new.entries.items():
-        prev = old.entries.get(path)
-        if (
-            prev is None
-            or _meta(entry) != _meta(prev)
-            or (entry.kind == "reg" and path not in same)
-            or links_old.get(path) != links_new.get(path)
-        ):
-            changed.add(path)
-    for path in list(changed):
-        changed.update(links_new.get(path, ()))
-    for path in list(changed):
-        for anc in ancestors(path):
-            above = new.entries.get(anc)
-            if above is not None and above.kind == "dir":
-                changed.add(anc)
-    gone = {
-        path for path, prev in old.entries.items()
-        if (now := new.entries.get(path)) is None
-        or (now.kind != prev.kind and "dir" in (now.kind, prev.kind))
+    changed = {
+        path for path, entry in new.entries.items()
+        if (prev := old.entries.get(path)) is None
+        or _meta(entry) != _meta(prev)
+        or (entry.kind == "reg" and path not in same)
+        or links_old.get(path) != links_new.get(path)
     }
-    top = [p for p in gone if not any(a in gone for a in ancestors(p))]
-    return Delta(
-        paths=tuple(sorted(changed, key=encode_path)),
-        whiteouts=tuple(sorted(top, key=encode_path)),
-    )
+    return complete(changed, old, new, links_new)
 
 
 def written_bytes(tree: FileTree, paths: Collection[str]) -> int:
