@@ -69,15 +69,7 @@ def one_budget(budget: int, work: Path, out: Path) -> dict[str, Any]:
     ref = f"oci:{layout}"
     n = ["--max-layers", str(budget)]
     src_old, src_new = f"oci:{work}/debian-old:latest", f"oci:{work}/debian-new:latest"
-    cmds: list[str] = []
-    secs: dict[str, float] = {}
-
-    def step(name: str, args: list[str], check: bool = True) -> Any:
-        realupdate.log(f"{budget}: pkgchunk {' '.join(args)}")
-        cmds.append("pkgchunk " + " ".join(args))
-        res, took = realupdate.run(args, check)
-        secs[name] = round(took, 1)
-        return res
+    step = realupdate.Steps(f"{budget}: ")
 
     step("rechunk_old", ["rechunk", src_old, f"{ref}:old", *n])
     carry = step("rechunk_carry", ["rechunk", "-v", src_new, f"{ref}:carry", *n,
@@ -90,7 +82,8 @@ def one_budget(budget: int, work: Path, out: Path) -> dict[str, Any]:
         c, r, t, b, h, s = got.groups()
         cost = {"carried_entries": int(c), "layers_read": int(r), "layers_total": int(t),
                 "compressed_bytes_read": int(b), "files_hashed": int(h), "seconds": float(s)}
-    res: dict[str, Any] = {"commands": cmds, "seconds": secs, "carry_cost": cost}
+    res: dict[str, Any] = {"commands": step.commands, "seconds": step.seconds,
+                           "carry_cost": cost}
     for tag in ("carry", "plain"):
         d = json.loads(step(f"diff_{tag}", ["diff", f"{ref}:old", f"{ref}:{tag}", "--json"]).stdout)
         v = step(f"verify_{tag}", ["verify", src_new, f"{ref}:{tag}"], check=False)

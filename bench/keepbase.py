@@ -31,16 +31,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import realupdate  # noqa: E402
+
 MB = 1e6
 
 
@@ -48,30 +49,15 @@ def log(msg: str) -> None:
     print(f"[keepbase {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def cli() -> list[str]:
-    exe = shutil.which("pkgchunk")
-    return [exe] if exe else [sys.executable, "-m", "pkgchunk.cli"]
-
-
 def run(args: list[str]) -> tuple[str, float]:
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    env.pop("SOURCE_DATE_EPOCH", None)  # the commands as documented: no epoch
     log("pkgchunk " + " ".join(args))
-    t = time.time()
-    res = subprocess.run([*cli(), *args], cwd=REPO, env=env, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise SystemExit(f"pkgchunk {' '.join(args)}: exit {res.returncode}\n{res.stderr}")
-    return res.stdout, time.time() - t
+    res, took = realupdate.run(args)
+    return res.stdout, took
 
 
 def layers(layout: Path, tag: str) -> list[tuple[str, int]]:
     """(digest, size) of each layer of the image at ``tag``."""
-    index = json.loads((layout / "index.json").read_text())
-    for m in index["manifests"]:
-        if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag:
-            doc = json.loads((layout / "blobs/sha256" / m["digest"][7:]).read_text())
-            return [(d["digest"], d["size"]) for d in doc["layers"]]
-    raise SystemExit(f"{layout}: no tag {tag}")
+    return [(d["digest"], d["size"]) for d in realupdate.manifest(layout, tag)["layers"]]
 
 
 def pull(image: list[tuple[str, int]], held: set[str]) -> int:

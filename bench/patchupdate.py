@@ -50,21 +50,14 @@ def measure(work: Path, layout: Path, budget: int, slots: int) -> dict[str, Any]
     ref = f"oci:{layout}"
     extra = ["--max-layers", str(budget)] + (["--patch-layers", str(slots)] if slots else [])
     src_old, src_new = f"oci:{work}/debian-old:latest", f"oci:{work}/debian-new:latest"
-    cmds, secs = [], {}
-
-    def step(name: str, args: list[str], check: bool = True) -> Any:
-        cmds.append("pkgchunk " + " ".join(args))
-        realupdate.log(cmds[-1])
-        res, took = realupdate.run(args, check)
-        secs[name] = round(took, 1)
-        return res
+    step = realupdate.Steps()
 
     step("rechunk_old", ["rechunk", src_old, f"{ref}:old", *extra])
     new = step("rechunk_new", ["rechunk", src_new, f"{ref}:new", *extra, "--prev", f"{ref}:old"])
     d = json.loads(step("diff", ["diff", f"{ref}:old", f"{ref}:new", "--json"]).stdout)
     v = step("verify", ["verify", src_new, f"{ref}:new"], check=False)
     return {
-        "commands": cmds, "seconds": secs,
+        "commands": step.commands, "seconds": step.seconds,
         "layers_old": len(realupdate.manifest(layout, "old")["layers"]),
         "layers_new": len(d["layers"]),
         "pull_bytes": d["pull_bytes"], "total_bytes": d["total_bytes"],

@@ -98,6 +98,26 @@ def run(args: list[str], check: bool = True) -> tuple[subprocess.CompletedProces
     return res, took
 
 
+class Steps:
+    """pkgchunk CLI runs of one benchmark cell: each logged, its command line and seconds kept
+    for the JSON (``commands``, ``seconds``)."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.commands: list[str] = []
+        self.seconds: dict[str, float] = {}
+
+    def __call__(
+        self, name: str, args: list[str], check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        line = "pkgchunk " + " ".join(args)
+        log(f"{self.prefix}{line}")
+        self.commands.append(line)
+        res, took = run(args, check)
+        self.seconds[name] = round(took, 1)
+        return res
+
+
 def manifest(layout: Path, tag: str) -> dict[str, Any]:
     index = json.loads((layout / "index.json").read_text())
     for m in index["manifests"]:
@@ -323,15 +343,7 @@ def one_budget(
     ref = f"oci:{layout}"
     n = ["--max-layers", str(budget)]
     src_old, src_new = f"oci:{work}/debian-old:latest", f"oci:{work}/debian-new:latest"
-    cmds: list[str] = []
-    times: dict[str, float] = {}
-
-    def step(name: str, args: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-        log(f"{budget}: pkgchunk {' '.join(args)}")
-        cmds.append("pkgchunk " + " ".join(args))
-        res, took = run(args, check)
-        times[name] = round(took, 1)
-        return res
+    step = Steps(f"{budget}: ")
 
     step("rechunk_old", ["rechunk", src_old, f"{ref}:old", *n])
     step("rechunk_new", ["rechunk", src_new, f"{ref}:new", *n, "--prev", f"{ref}:old"])
@@ -343,8 +355,8 @@ def one_budget(
         res = step(f"verify_{tag}", ["verify", src, f"{ref}:{tag}"], check=False)
         verify[tag] = {"exit": res.returncode, "output": res.stdout.strip().splitlines()[:5]}
     return {
-        "commands": cmds,
-        "seconds": times,
+        "commands": step.commands,
+        "seconds": step.seconds,
         "layers": len(diff["layers"]),
         "pull_bytes": diff["pull_bytes"],
         "total_bytes": diff["total_bytes"],

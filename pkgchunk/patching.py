@@ -46,11 +46,8 @@ class Patched:
     warnings: tuple[str, ...] = ()
     #: Whether the previous build was read, so ``tree`` has its identical entries carried.
     read: bool = False
-    #: Entries carried forward, paths and file bytes written in the patch, seconds taken.
-    carried: int = 0
-    paths: int = 0
+    #: File bytes written in the patch (each hardlink set once).
     bytes: int = 0
-    seconds: float = 0.0
 
 
 def patch_over(
@@ -98,7 +95,7 @@ def patch_over(
         same_record = {k: prev.labels[k] for k in (LABEL, MTIME_LABEL, PATCH_LABEL)
                        if k in prev.labels}
         return Patched(True, subtree(final, ()), {**labels, **same_record}, kept=kept,
-                       read=True, carried=len(carried.paths), seconds=time.monotonic() - t0)
+                       read=True)
     written = patch.written_bytes(final, changed.paths)
     # The mtime record names the previous build always: every entry below the patch has the
     # mtime that build wrote, which verify checks against it.
@@ -107,7 +104,7 @@ def patch_over(
         full = (relabel(labels, prev.digest, carry.carried_layers(specs, carried.paths))
                 if carried.paths else labels)
         return Patched(False, final, full, reason=f"no patch layer: {enough.reason}",
-                       read=True, carried=len(carried.paths))
+                       read=True)
     n = record.patch.layers + 1
     name = patch.PATCH_NAME.format(n=n)
     spec = LayerSpec(
@@ -123,7 +120,7 @@ def patch_over(
               n, prev.ref, len(changed.paths), written, len(changed.whiteouts), took)
     return Patched(
         True, subtree(final, changed.paths), out, kept=kept, specs=(spec,), read=True,
-        carried=len(carried.paths), paths=len(changed.paths), bytes=written, seconds=took,
+        bytes=written,
     )
 
 

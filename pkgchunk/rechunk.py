@@ -224,7 +224,7 @@ def _as_patch(planned: Planned, patched: Patched) -> Planned:
     outcome = dataclasses.replace(
         planned.outcome, plan=Plan((layer,)), layer_specs=patched.specs, splits=(),
     )
-    note = (f"patch layer {spec.name}: {patched.paths} paths, {human_size(patched.bytes)}"
+    note = (f"patch layer {spec.name}: {len(spec.paths)} paths, {human_size(patched.bytes)}"
             f" of files, {len(spec.whiteouts)} removed, over the previous build's"
             f" {len(patched.kept)} layers")
     return dataclasses.replace(planned, tree=patched.tree, labels=patched.labels,

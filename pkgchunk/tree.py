@@ -16,7 +16,7 @@ import hashlib
 import posixpath
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, Self
 
 from pkgchunk.errors import InputError
 
@@ -219,7 +219,25 @@ def _components(path: str) -> list[str]:
     return names
 
 
-class _Window:
+class _Reader:
+    """What the content readers share: a readable file object that owns ``_f``."""
+
+    _f: BinaryIO
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Window(_Reader):
     """A read-only view of ``size`` bytes at ``offset`` of an open file."""
 
     def __init__(self, f: BinaryIO, offset: int, size: int) -> None:
@@ -237,20 +255,8 @@ class _Window:
         self._left -= len(chunk)
         return chunk
 
-    def readable(self) -> bool:
-        return True
 
-    def close(self) -> None:
-        self._f.close()
-
-    def __enter__(self) -> _Window:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class _Sparse:
+class _Sparse(_Reader):
     """A sparse file's bytes: its data segments from the source, zeros in between."""
 
     def __init__(self, f: BinaryIO, data: DataRef, size: int) -> None:
@@ -280,18 +286,6 @@ class _Sparse:
                 raise InputError(f"{self._f.name}: sparse data shorter than its map")
         self._pos += len(chunk)
         return chunk
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._f.close()
-
-    def __enter__(self) -> _Sparse:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def open_data(entry: Entry) -> BinaryIO:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import posixpath
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from pkgchunk.errors import InputError, OutputError
 from pkgchunk.image import LayerSpec
@@ -192,6 +192,21 @@ class _Coalesce:
             self._size = 0
 
 
+def _pread_to(
+    fd: int, offset: int, length: int, out: _Coalesce, short: Callable[[], InputError]
+) -> int:
+    """Copy ``length`` bytes of ``fd`` from ``offset`` to ``out``; the offset after them.
+    A source that ends early raises ``short()``."""
+    while length:
+        chunk = os.pread(fd, min(length, CHUNK), offset)
+        if not chunk:
+            raise short()
+        out.write(chunk)
+        offset += len(chunk)
+        length -= len(chunk)
+    return offset
+
+
 class _Sources:
     """Reads file contents at their offsets, keeping a few source files open.
 
@@ -209,17 +224,10 @@ class _Sources:
         if entry.data.sparse is not None:
             self._copy_sparse(tree, path, entry, fd, out)
             return
-        offset, left = entry.data.offset, entry.size
-        while left:
-            chunk = os.pread(fd, min(left, CHUNK), offset)
-            if not chunk:
-                raise InputError(
-                    f"{tree.label or 'image'}: {_show(path)}: content is shorter "
-                    f"than its size {entry.size}"
-                )
-            out.write(chunk)
-            offset += len(chunk)
-            left -= len(chunk)
+        _pread_to(fd, entry.data.offset, entry.size, out, lambda: InputError(
+            f"{tree.label or 'image'}: {_show(path)}: content is shorter than its size"
+            f" {entry.size}"
+        ))
 
     def _copy_sparse(
         self, tree: FileTree, path: str, entry: Entry, fd: int, out: _Coalesce
@@ -233,18 +241,10 @@ class _Sources:
                 n = min(start - pos, CHUNK)
                 out.write(bytes(n))
                 pos += n
-            left = length
-            while left:
-                chunk = os.pread(fd, min(left, CHUNK), stored)
-                if not chunk:
-                    raise InputError(
-                        f"{tree.label or 'image'}: {_show(path)}: sparse content is shorter "
-                        f"than its map"
-                    )
-                out.write(chunk)
-                stored += len(chunk)
-                left -= len(chunk)
-                pos += len(chunk)
+            stored = _pread_to(fd, stored, length, out, lambda: InputError(
+                f"{tree.label or 'image'}: {_show(path)}: sparse content is shorter than its map"
+            ))
+            pos += length
 
     def _fd(self, source: str) -> int:
         fd = self._fds.get(source)
