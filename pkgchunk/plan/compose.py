@@ -50,7 +50,8 @@ def plan_layers(
     """Groups, probabilities, plan, layer specs and the new plan label for a tree whose
     mtimes are final.
 
-    ``fresh`` ignores the previous layout but keeps its change history. ``derived="follow"``
+    ``fresh`` plans as if there were no previous build (layout and change history), and
+    still records the history for later builds. ``derived="follow"``
     puts generated files with their origin's group; only right when the mtime policy
     clamps them like their origin (``mtimes`` "clamp" does), else they would drag that
     group's layer along on every build (docs/planner.md, "Derived files").
@@ -58,9 +59,11 @@ def plan_layers(
     groups, splits = split_groups(
         build_groups(tree, ownership, rules, derived=derived), tree, ownership, rules, previous
     )
-    probs = frequency.probabilities(groups, ownership.packages, previous)
+    # a fresh plan is the one a build without any previous one makes (no layout, no history)
+    # so that fresh builds of successive images land alike (plan/stable.py)
+    probs = frequency.probabilities(groups, ownership.packages, None if fresh else previous)
     layout = None if fresh else previous
-    result = planner.plan(groups, probs, max_layers or rules.max_layers, layout)
+    result = planner.plan(groups, probs, max_layers or rules.max_layers, layout, first="stable")
     return PlanOutcome(
         groups=groups,
         probabilities=probs,

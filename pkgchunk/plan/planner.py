@@ -25,9 +25,11 @@ import heapq
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pkgchunk.errors import RulesError
 from pkgchunk.image import LayerSpec
+from pkgchunk.plan import stable
 from pkgchunk.plan.groups import Group
 from pkgchunk.tree import encode_path
 
@@ -38,6 +40,9 @@ DEFAULT_PROBABILITY = 0.5
 MAX_NAME_CHARS = 64
 ANNOTATION_CHARS = 2048
 COMMENT_CHARS = 400
+#: How a build without a previous plan is laid out: ``stable`` (plan/stable.py) lands the
+#: next image's groups the same way; ``cost`` is the greedy merge alone.
+FirstLayout = Literal["stable", "cost"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,10 +316,12 @@ def plan(
     previous: PreviousPlan | None = None,
     *,
     min_gain: float = DEFAULT_MIN_GAIN,
+    first: FirstLayout = "cost",
 ) -> Plan:
     """Place every group in exactly one of at most ``max_layers`` layers.
 
-    ``probabilities`` maps group key -> chance it changes per update.
+    ``probabilities`` maps group key -> chance it changes per update. ``first`` chooses
+    the layout when there is no ``previous`` plan.
     Raises RulesError when the dedicated groups alone exceed the budget.
     """
     if max_layers < 1:
@@ -380,13 +387,17 @@ def plan(
             f"max_layers {max_layers}: {len(dedicated)} dedicated groups leave no layer for "
             f"the other {sum(len(c.members) for c in clusters)} groups"
         )
-    merger = _Merger(clusters, next_id)
-    merger.run(budget, min_gain, frozen_pairs=False)
-    if len(merger.alive()) > budget:
-        merger.run(budget, 0.0, frozen_pairs=True)
-    next_id = merger.next_id
-    movable = {k for k in new if not by_key[k].dedicated and by_key[k].paths}
-    _relocate(clusters, movable, info, budget, min_gain, make)
+    if previous is None and first == "stable":
+        singles = {k: (info[k][0], prob[k]) for c in clusters for k in c.members}
+        clusters = [make(members) for members in stable.layout(singles, budget, min_gain)]
+    else:
+        merger = _Merger(clusters, next_id)
+        merger.run(budget, min_gain, frozen_pairs=False)
+        if len(merger.alive()) > budget:
+            merger.run(budget, 0.0, frozen_pairs=True)
+        next_id = merger.next_id
+        movable = {k for k in new if not by_key[k].dedicated and by_key[k].paths}
+        _relocate(clusters, movable, info, budget, min_gain, make)
     if pathless:
         home = min((c for c in clusters if c.alive), key=lambda c: (1.0 - c.q, c.id))
         home.members.extend(pathless)
