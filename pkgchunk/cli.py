@@ -207,7 +207,8 @@ def _plan_options(f: F) -> F:
                      help="Previous pkgchunk build to stay stable against"
                      " [default: the image already at DEST's tag]."),
         click.option("--fresh", is_flag=True,
-                     help="Ignore the previous build's layout (its history still counts)."),
+                     help="Plan as a build without a previous one does (layout and history);"
+                     " the history is still recorded."),
         click.option("--mtime", "mtime_policy", type=click.Choice(["clamp", "keep"]),
                      default="clamp", show_default=True,
                      help="clamp: owned files to their package's payload time (stable layers);"

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from pkgchunk.errors import InputError
+from pkgchunk.pkgdb.model import Ownership
 from pkgchunk.plan.compose import compose
 from pkgchunk.plan.groups import Group
 from pkgchunk.plan.planner import GroupHistory, Plan, PreviousLayer, PreviousPlan, plan
@@ -172,14 +173,20 @@ def test_a_build_that_changed_nothing_records_nothing() -> None:
     from pkgchunk.plan.planner import Plan, PlannedLayer
 
     def plan_of(*layers: tuple[str, tuple[str, ...]]) -> Plan:
-        return Plan(layers=tuple(
-            PlannedLayer(name=n, groups=g, packages=(), paths=(), bytes=0, change_probability=0.0)
-            for n, g in layers
-        ))
+        return Plan(
+            layers=tuple(
+                PlannedLayer(
+                    name=n, groups=g, packages=(), paths=(), bytes=0, change_probability=0.0
+                )
+                for n, g in layers
+            )
+        )
 
     def groups(**versions: str) -> list[Group]:
-        return [Group(key=k, kind="package", packages=(), versions=(v,), paths=(), bytes=0)
-                for k, v in versions.items()]
+        return [
+            Group(key=k, kind="package", packages=(), versions=(v,), paths=(), bytes=0)
+            for k, v in versions.items()
+        ]
 
     plan = plan_of(("a", ("src/a",)), ("b", ("src/b",)))
     first = encode(plan, groups(**{"src/a": "1", "src/b": "1"}), None)
@@ -189,8 +196,13 @@ def test_a_build_that_changed_nothing_records_nothing() -> None:
     updated = decode(encode(plan, groups(**{"src/a": "2", "src/b": "1"}), decode(first)))
     assert updated.builds == 2 and updated.history["src/a"].changed == 1
     assert updated.history["src/b"].seen == 2
-    moved = decode(encode(plan_of(("a", ("src/a", "src/b"))),
-                          groups(**{"src/a": "1", "src/b": "1"}), decode(first)))
+    moved = decode(
+        encode(
+            plan_of(("a", ("src/a", "src/b"))),
+            groups(**{"src/a": "1", "src/b": "1"}),
+            decode(first),
+        )
+    )
     assert moved.builds == 2
 
 
@@ -206,3 +218,31 @@ def test_base_label_records_the_kept_layers_and_old_labels_still_decode() -> Non
     for bad in ("3", "layers=", "layers=-1", "layers=\u00b2", "layers=9999999", "x=1"):
         got = BuildRecord.from_labels({BASE_LABEL: bad})
         assert got.base_layers == 0 and len(got.warnings) == 1, bad
+
+
+def test_fresh_plans_as_a_build_without_a_previous_one_and_still_records_history() -> None:
+    files = {f"usr/lib/lib{i}.so": (i + 1) * 300_000 for i in range(30)}
+    files["var/lib/dpkg/status"] = 5000
+    tree = make_tree(files)
+
+    def own(version: str) -> Ownership:
+        return ownership(
+            {
+                pkg(f"lib{i}", version=version if i % 3 == 0 else "1.0"): [f"usr/lib/lib{i}.so"]
+                for i in range(30)
+            },
+            pkgdb=["var/lib/dpkg/status"],
+        )
+
+    rules = parse_rules("version: 1\nmax_layers: 8\n", "r")
+    first = compose(tree, own("1.0"), rules).outcome
+    later = own("2.0")
+    # the history says every third package changed: planning with it moves probabilities
+    with_history = compose(tree, later, rules, _rec(first.label)).outcome
+    fresh = compose(tree, later, rules, _rec(first.label), fresh=True).outcome
+    stateless = compose(tree, later, rules).outcome
+    assert fresh.probabilities == stateless.probabilities != with_history.probabilities
+    assert fresh.plan == stateless.plan
+    history = decode(fresh.label)
+    assert history.builds == 2
+    assert history.history["src/lib0"].changed == 1  # recorded for the builds that follow
