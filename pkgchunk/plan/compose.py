@@ -61,9 +61,9 @@ def plan_layers(
     )
     # a fresh plan is the one a build without any previous one makes (no layout, no history)
     # so that fresh builds of successive images land alike (plan/stable.py)
-    probs = frequency.probabilities(groups, ownership.packages, None if fresh else previous)
-    layout = None if fresh else previous
-    result = planner.plan(groups, probs, max_layers or rules.max_layers, layout, first="stable")
+    basis = None if fresh else previous
+    probs = frequency.probabilities(groups, ownership.packages, basis)
+    result = planner.plan(groups, probs, max_layers or rules.max_layers, basis, first="stable")
     return PlanOutcome(
         groups=groups,
         probabilities=probs,
